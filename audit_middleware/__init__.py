@@ -1,0 +1,27 @@
+"""audit_middleware: a trustworthy audit trail of what users do, written to PostgreSQL.
+
+See README.md. The public names are listed in ``__all__``.
+"""
+
+from __future__ import annotations
+
+from .buffer import AuditWriter, WriterStats
+from .config import WriterConfig
+from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
+from .records import COLUMNS, AuditEvent
+from .schema import apply as init_db
+from .sinks.postgres import PostgresSink
+
+__all__ = [
+    "COLUMNS",
+    "AuditError",
+    "AuditEvent",
+    "AuditWriter",
+    "ConfigurationError",
+    "PostgresSink",
+    "SchemaError",
+    "WriterClosedError",
+    "WriterConfig",
+    "WriterStats",
+    "init_db",
+]

@@ -1,0 +1,252 @@
+"""The audit event and how it becomes a row.
+
+An :class:`AuditEvent` is captured on the request path: it gets its id (a time-ordered UUIDv7) and
+its ``created_at`` (UTC, capture time) there, so a retried write stores the same row and the row's
+time is when the action happened, not when the batch was flushed. Turning it into a row
+(:func:`to_row`) happens on the writer task and never fails; hostile values have these outcomes:
+
+========================================  ====================================================
+input                                     stored
+========================================  ====================================================
+action longer than 100 characters         first 100 characters; ``metadata._audit.action_full``
+                                          keeps up to 1,000
+NUL (``\\x00``) in any string or key      replaced by U+FFFD
+lone UTF-16 surrogates                    replaced by U+FFFD (valid pairs are joined)
+NaN, Infinity, -Infinity                  the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+datetime, date, time                      ISO 8601 string
+UUID                                      canonical string
+Decimal                                   exact string (``"1.10"``)
+bytes, bytearray, memoryview              ``"base64:<data>"``
+set, frozenset, tuple                     list (sets sorted by their JSON text)
+Enum                                      its value, converted by these rules
+non-string mapping keys                   ``str(key)``
+other objects                             ``str(obj)``; ``"<unrepresentable T>"`` if that fails
+nesting deeper than 32                    the string ``"<max depth>"``
+user_id not a UUID                        user_id NULL, ``metadata.user_ref`` = str(value)
+                                          (cleaned, at most 200 characters)
+metadata over ``max_metadata_bytes``      strings over ``max_string_length`` shortened; if
+                                          still over, only ``ip``, ``user_agent``, ``http``,
+                                          ``request_id``, ``user_ref`` and ``_audit`` are kept
+                                          and ``_audit.metadata_truncated`` records the size
+========================================  ====================================================
+
+``metadata._audit`` is only present when one of these rules changed something.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import uuid_utils
+
+from ._types import JSONValue, Row
+
+__all__ = ["COLUMNS", "MAX_ACTION_LENGTH", "AuditEvent", "to_row"]
+
+COLUMNS = ("id", "user_id", "action", "metadata", "created_at")
+MAX_ACTION_LENGTH = 100
+MAX_ACTION_FULL = 1000
+MAX_USER_REF = 200
+MAX_DEPTH = 32
+KEPT_WHEN_TRUNCATED = ("ip", "user_agent", "http", "request_id", "user_ref", "_audit")
+_UTC = dt.UTC
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(_UTC)
+
+
+@dataclass(slots=True)
+class AuditEvent:
+    """One audited action, as captured.
+
+    Attributes:
+        action: what happened (``"login"``, ``"password_reset"``...).
+        user_id: who did it: a UUID, a UUID string, or anything else (kept as ``metadata.user_ref``).
+        metadata: JSON-like context; already redacted when it comes from the middleware.
+        id: a UUIDv7 made at capture time (time-ordered, so the primary key index stays append-mostly).
+        created_at: capture time, timezone-aware UTC.
+    """
+
+    action: str
+    user_id: Any = None
+    metadata: Mapping[str, Any] | None = None
+    id: Any = field(default_factory=uuid_utils.uuid7)
+    created_at: dt.datetime = field(default_factory=_now)
+
+
+def clean_str(value: str) -> str:
+    """Return ``value`` without NUL characters or lone surrogates (PostgreSQL text refuses both)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def to_json_value(value: Any, depth: int = 0) -> JSONValue:
+    """Convert ``value`` into something ``json`` can encode and ``jsonb`` accepts (see module table)."""
+    if value is None or value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is str:
+        return clean_str(value)
+    if kind is int:
+        return value
+    if kind is float:
+        return _float(value)
+    if depth >= MAX_DEPTH:
+        return "<max depth>"
+    if isinstance(value, Mapping):
+        return {_key(k): to_json_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(v, depth + 1) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [to_json_value(v, depth + 1) for v in value]
+        return sorted(items, key=_dumps)
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value, depth + 1)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _float(float(value))
+    if isinstance(value, str):
+        return clean_str(str(value))
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID | uuid_utils.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
+    try:
+        return clean_str(str(value))
+    except Exception:
+        return f"<unrepresentable {kind.__name__}>"
+
+
+def _key(key: Any) -> str:
+    return clean_str(key if type(key) is str else str(to_json_value(key, MAX_DEPTH)))
+
+
+def _shorten(value: JSONValue, limit: int) -> JSONValue:
+    if isinstance(value, str):
+        if len(value) > limit:
+            return f"{value[:limit]}...[{len(value) - limit} more characters]"
+        return value
+    if isinstance(value, dict):
+        return {k: _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
+
+
+def _user(user_id: Any) -> tuple[Any, str | None]:
+    """Return (value for the uuid column, user_ref for metadata or None)."""
+    if user_id is None:
+        return None, None
+    if isinstance(user_id, uuid.UUID | uuid_utils.UUID):
+        return user_id, None
+    if isinstance(user_id, str):
+        try:
+            return uuid.UUID(user_id), None
+        except ValueError:
+            pass
+    try:
+        ref = str(user_id)
+    except Exception:
+        ref = f"<unrepresentable {type(user_id).__name__}>"
+    return None, clean_str(ref[:MAX_USER_REF])
+
+
+def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int) -> str:
+    """Serialise ``metadata`` to JSON text that ``jsonb`` accepts and that fits ``max_bytes``."""
+    try:  # fast path: already JSON-native, clean and small enough
+        text = _dumps(metadata)
+        data = text.encode("utf-8")
+        if len(data) <= max_bytes and b"\\u0000" not in data:
+            return text
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+        pass
+    cleaned = to_json_value(metadata)
+    if not isinstance(cleaned, dict):  # a Mapping always converts to a dict; this keeps mypy honest
+        cleaned = {"value": cleaned}
+    text = _dumps(cleaned)
+    size = len(text.encode("utf-8"))
+    if size <= max_bytes:
+        return text
+    shortened = _shorten(cleaned, max_string)
+    text = _dumps(shortened)
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    kept = {k: shortened[k] for k in KEPT_WHEN_TRUNCATED if k in shortened}
+    audit = dict(kept.get("_audit") or {})
+    audit["metadata_truncated"] = {"original_bytes": size, "dropped_keys": len(shortened) - len(kept)}
+    kept["_audit"] = audit
+    text = _dumps(kept)
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    return _dumps({"_audit": {"metadata_truncated": {"original_bytes": size, "dropped_keys": len(shortened)}}})
+
+
+def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string_length: int = 1024) -> Row:
+    """Turn an event into a row in ``COLUMNS`` order. Never raises for any field value."""
+    notes: dict[str, Any] = {}
+    action = event.action if type(event.action) is str else str(to_json_value(event.action, MAX_DEPTH))
+    action = clean_str(action)
+    if len(action) > MAX_ACTION_LENGTH:
+        notes["action_full"] = action[:MAX_ACTION_FULL]
+        action = action[:MAX_ACTION_LENGTH]
+    user_id, user_ref = _user(event.user_id)
+    metadata: Mapping[str, Any]
+    if event.metadata is None:
+        metadata = {}
+    elif isinstance(event.metadata, Mapping):
+        metadata = event.metadata
+    else:
+        metadata = {"value": event.metadata}
+    if user_ref is not None or notes:
+        metadata = dict(metadata)
+        if user_ref is not None:
+            metadata.setdefault("user_ref", user_ref)
+        if notes:
+            existing = metadata.get("_audit")
+            metadata["_audit"] = {**existing, **notes} if isinstance(existing, Mapping) else notes
+    created = event.created_at
+    if created.tzinfo is not None:
+        created = created.astimezone(_UTC).replace(tzinfo=None)
+    text = encode_metadata(metadata, max_metadata_bytes, max_string_length)
+    return (event.id, user_id, action, text, created)
+
+
+def with_user_ref(row: Row, reason: str) -> Row:
+    """Return ``row`` with its user_id moved into ``metadata.user_ref`` (for a foreign-key miss)."""
+    event_id, user_id, action, text, created = row
+    metadata = json.loads(text)
+    metadata.setdefault("user_ref", str(user_id))
+    audit = metadata.get("_audit") if isinstance(metadata.get("_audit"), dict) else {}
+    metadata["_audit"] = {**audit, "user_ref_reason": reason}
+    return (event_id, None, action, _dumps(metadata), created)

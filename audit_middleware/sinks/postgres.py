@@ -1,0 +1,168 @@
+"""The PostgreSQL sink: one binary COPY per batch through the writer's own small asyncpg pool.
+
+A first attempt uses ``COPY`` (the fastest way in, one round trip). A retried batch (the previous
+attempt failed in a way that leaves it unknown whether it committed, e.g. the connection dropped
+while waiting for the commit reply) is written with a single ``INSERT ... SELECT FROM unnest(...)
+ON CONFLICT (id) DO NOTHING``: ids are made at capture time, so a retry never duplicates a row.
+
+A batch the database rejects because of its content (data errors, constraint violations) is split
+in halves until the offending rows are isolated; the rest lands. A row whose ``user_id`` has no
+matching user (foreign key) is stored with ``user_id`` NULL and the id kept in ``metadata.user_ref``.
+Any other row the database refuses is returned as :class:`Rejected` with the server's reason.
+Connection and server-state errors propagate: the writer retries the whole batch later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from .._types import Row
+from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, Secret, check_identifier, mask_dsn
+from ..records import COLUMNS, with_user_ref
+from ..schema import quote_ident
+
+__all__ = ["PostgresSink", "Rejected"]
+
+logger = logging.getLogger("audit_middleware.sinks.postgres")
+
+# Errors caused by a row's content: isolating the row lets the others land.
+ROW_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row the database refused, with the server's reason (never the row's metadata)."""
+
+    row: Row
+    reason: str
+
+
+class PostgresSink:
+    """Writes rows to ``schema.table`` with asyncpg.
+
+    Args:
+        dsn: connection string (or pass ``pool`` to share one).
+        schema / table: where rows go; see ``schema.apply`` to create the table.
+        min_size / max_size: size of the sink's own pool.
+        timeout: seconds one write attempt may take.
+        pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
+
+    Example:
+        >>> sink = PostgresSink("postgresql://localhost/app")   # doctest: +SKIP
+        >>> await sink.open()                                     # doctest: +SKIP
+        >>> rejected = await sink.write(rows, retry=False)        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        table: str = DEFAULT_TABLE,
+        min_size: int = 1,
+        max_size: int = 2,
+        timeout: float = 10.0,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
+        if dsn is None and pool is None:
+            raise ValueError("PostgresSink needs a dsn or a pool")
+        check_identifier("schema", schema)
+        check_identifier("table", table)
+        self._dsn = Secret(dsn) if dsn is not None else None
+        self.schema = schema
+        self.table = table
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool = pool
+        self._owns_pool = pool is None
+        target = f"{quote_ident(schema)}.{quote_ident(table)}"
+        self._upsert = (
+            f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamp[]) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+
+    def __repr__(self) -> str:
+        where = mask_dsn(self._dsn) if self._dsn else "shared pool"
+        return f"PostgresSink({where!r}, schema={self.schema!r}, table={self.table!r})"
+
+    async def open(self) -> None:
+        """Create the pool (idempotent). Raises if the server cannot be reached; the writer retries."""
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                # The writer's connections only run COPY and one INSERT; keep them out of the app's way.
+                server_settings={"application_name": "audit_middleware"},
+            )
+
+    async def aclose(self) -> None:
+        """Close the pool if this sink created it."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            await pool.close()
+
+    def terminate(self) -> None:
+        """Close every connection at once, without waiting (for shutdown on an unreachable server)."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            pool.terminate()
+
+    async def write(self, rows: Sequence[Row], *, retry: bool) -> list[Rejected]:
+        """Store ``rows``; return those the database refused because of their content."""
+        if not rows:
+            return []
+        if self._pool is None:
+            await self.open()
+        try:
+            await self._send(rows, retry=retry)
+        except ROW_ERRORS as exc:
+            return await self._isolate(rows, retry=retry, error=exc)
+        return []
+
+    async def _send(self, rows: Sequence[Row], *, retry: bool) -> None:
+        assert self._pool is not None  # open() ran; a None here is a bug, not a runtime condition
+        if retry:
+            columns = list(zip(*rows, strict=True))
+            await self._pool.execute(self._upsert, *columns, timeout=self._timeout)
+        else:
+            await self._pool.copy_records_to_table(
+                self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=self._timeout
+            )
+
+    async def _isolate(self, rows: Sequence[Row], *, retry: bool, error: Exception) -> list[Rejected]:
+        if len(rows) == 1:
+            return await self._single(rows[0], retry=retry, error=error)
+        middle = len(rows) // 2
+        rejected: list[Rejected] = []
+        for half in (rows[:middle], rows[middle:]):
+            try:
+                await self._send(half, retry=retry)
+            except ROW_ERRORS as exc:
+                rejected.extend(await self._isolate(half, retry=retry, error=exc))
+        return rejected
+
+    async def _single(self, row: Row, *, retry: bool, error: Exception) -> list[Rejected]:
+        if isinstance(error, asyncpg.ForeignKeyViolationError) and row[1] is not None:
+            fixed = with_user_ref(row, "unknown_user")
+            try:
+                await self._send([fixed], retry=retry)
+            except ROW_ERRORS as exc:
+                return [Rejected(fixed, _reason(exc))]
+            return []
+        return [Rejected(row, _reason(error))]
+
+
+def _reason(exc: Exception) -> str:
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} ({sqlstate}): {str(exc)[:300]}"
