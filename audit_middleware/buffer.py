@@ -40,6 +40,7 @@ MSG_REJECTED = "database rejected audit row id=%s action=%s: %s"
 MSG_CLOSE_TIMEOUT = "audit writer closed with %s events not written (close deadline %.1fs passed)"
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly; restarting it"
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
+CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,19 +282,40 @@ class AuditWriter:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
-            while queue:
-                take = min(len(queue), self._batch_size)
-                batch = [queue.popleft() for _ in range(take)]
-                self._taken += take
-                await self._write(batch)
-                self._done += take
-                self._progress.set()
-                if len(queue) < self._batch_size and not self._flush_requests and not self._closed:
-                    break
+            # Pipeline: convert the next batch to rows while the previous one is on the wire, so the
+            # CPU work here overlaps the server's COPY. Writes stay sequential (one at a time, in order).
+            in_flight: asyncio.Task[None] | None = None
+            try:
+                while queue:
+                    take = min(len(queue), self._batch_size)
+                    rows = await self._rows([queue.popleft() for _ in range(take)], yielding=in_flight is not None)
+                    self._taken += take
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(self._write(rows))
+                    if len(queue) < self._batch_size and not self._flush_requests and not self._closed:
+                        break
+                if in_flight is not None:
+                    await in_flight
+            except asyncio.CancelledError:
+                if in_flight is not None:
+                    in_flight.cancel()
+                raise
 
-    async def _write(self, batch: list[AuditEvent]) -> None:
-        limits = self.config.max_metadata_bytes, self.config.max_string_length
-        rows: list[Row] = [to_row(e, max_metadata_bytes=limits[0], max_string_length=limits[1]) for e in batch]
+    async def _rows(self, batch: list[AuditEvent], *, yielding: bool) -> list[Row]:
+        """Convert events to rows; while a write is in flight, yield every few rows so it progresses."""
+        max_bytes, max_string = self.config.max_metadata_bytes, self.config.max_string_length
+        rows: list[Row] = []
+        for start in range(0, len(batch), CONVERT_CHUNK):
+            rows.extend(
+                to_row(e, max_metadata_bytes=max_bytes, max_string_length=max_string)
+                for e in batch[start : start + CONVERT_CHUNK]
+            )
+            if yielding:
+                await asyncio.sleep(0)
+        return rows
+
+    async def _write(self, rows: list[Row]) -> None:
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -316,4 +338,7 @@ class AuditWriter:
             self._written += len(rows) - len(rejected)
             for item in rejected:
                 logger.error(MSG_REJECTED, item.row[0], item.row[2], item.reason)
+            self._done += len(rows)
+            assert self._progress is not None  # set by start_soon
+            self._progress.set()
             return

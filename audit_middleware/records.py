@@ -59,7 +59,11 @@ MAX_USER_REF = 200
 MAX_DEPTH = 32
 KEPT_WHEN_TRUNCATED = ("ip", "user_agent", "http", "request_id", "user_ref", "_audit")
 _UTC = dt.UTC
+_UUID_TYPES = (uuid.UUID, uuid_utils.UUID)
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# ASCII output makes the fast path's checks plain substring searches: a NUL shows as \u0000 and any
+# surrogate as \udXXX (PostgreSQL refuses lone ones; valid pairs take the slow path and survive it).
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 
 def _now() -> dt.datetime:
@@ -185,11 +189,10 @@ def _user(user_id: Any) -> tuple[Any, str | None]:
 def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int) -> str:
     """Serialise ``metadata`` to JSON text that ``jsonb`` accepts and that fits ``max_bytes``."""
     try:  # fast path: already JSON-native, clean and small enough
-        text = _dumps(metadata)
-        data = text.encode("utf-8")
-        if len(data) <= max_bytes and b"\\u0000" not in data:
+        text = _dumps_ascii(metadata)
+        if len(text) <= max_bytes and "\\u0000" not in text and "\\ud" not in text:
             return text
-    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+    except (TypeError, ValueError, RecursionError):
         pass
     cleaned = to_json_value(metadata)
     if not isinstance(cleaned, dict):  # a Mapping always converts to a dict; this keeps mypy honest
@@ -214,20 +217,32 @@ def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int
 
 def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string_length: int = 1024) -> Row:
     """Turn an event into a row in ``COLUMNS`` order. Never raises for any field value."""
+    action, user_id, metadata = event.action, event.user_id, event.metadata
+    created = event.created_at
+    if created.tzinfo is not None:
+        if created.tzinfo is not _UTC:
+            created = created.astimezone(_UTC)
+        created = created.replace(tzinfo=None)
+    # Fast path (the common case on the writer task): clean ASCII action, UUID or no user, dict metadata.
+    if (
+        type(action) is str
+        and len(action) <= MAX_ACTION_LENGTH
+        and action.isascii()
+        and "\x00" not in action
+        and (user_id is None or type(user_id) in _UUID_TYPES)
+        and type(metadata) is dict
+    ):
+        return (event.id, user_id, action, encode_metadata(metadata, max_metadata_bytes, max_string_length), created)
     notes: dict[str, Any] = {}
-    action = event.action if type(event.action) is str else str(to_json_value(event.action, MAX_DEPTH))
-    action = clean_str(action)
+    action = clean_str(action if type(action) is str else str(to_json_value(action, MAX_DEPTH)))
     if len(action) > MAX_ACTION_LENGTH:
         notes["action_full"] = action[:MAX_ACTION_FULL]
         action = action[:MAX_ACTION_LENGTH]
-    user_id, user_ref = _user(event.user_id)
-    metadata: Mapping[str, Any]
-    if event.metadata is None:
+    user_id, user_ref = _user(user_id)
+    if metadata is None:
         metadata = {}
-    elif isinstance(event.metadata, Mapping):
-        metadata = event.metadata
-    else:
-        metadata = {"value": event.metadata}
+    elif not isinstance(metadata, Mapping):
+        metadata = {"value": metadata}
     if user_ref is not None or notes:
         metadata = dict(metadata)
         if user_ref is not None:
@@ -235,9 +250,6 @@ def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string
         if notes:
             existing = metadata.get("_audit")
             metadata["_audit"] = {**existing, **notes} if isinstance(existing, Mapping) else notes
-    created = event.created_at
-    if created.tzinfo is not None:
-        created = created.astimezone(_UTC).replace(tzinfo=None)
     text = encode_metadata(metadata, max_metadata_bytes, max_string_length)
     return (event.id, user_id, action, text, created)
 
