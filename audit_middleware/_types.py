@@ -17,8 +17,11 @@ Row: TypeAlias = tuple[Any, uuid.UUID | None, str, str, dt.datetime]
 class RejectedRow(Protocol):
     """What a sink reports about a row the database refused."""
 
-    row: Row
-    reason: str
+    @property
+    def row(self) -> Row: ...
+
+    @property
+    def reason(self) -> str: ...
 
 
 class Sink(Protocol):
