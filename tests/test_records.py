@@ -16,7 +16,8 @@ from audit_middleware.records import COLUMNS, MAX_ACTION_LENGTH, AuditEvent, cle
 
 
 def metadata_of(event: AuditEvent, **limits: int) -> dict[str, Any]:
-    return json.loads(to_row(event, **limits)[3])
+    stored: dict[str, Any] = json.loads(to_row(event, **limits)[3])
+    return stored
 
 
 class Color(enum.Enum):

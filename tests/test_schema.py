@@ -21,7 +21,7 @@ async def columns(target: PgTarget) -> list[tuple[str, str, str, str | None]]:
         target.schema,
         target.table,
     )
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 async def indexes(target: PgTarget) -> dict[str, str]:
