@@ -24,7 +24,7 @@ import contextvars
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["CONTEXT_KEY", "INSTALLED_KEY", "AuditContext", "audit_context", "current_context"]
+__all__ = ["CONTEXT_KEY", "INSTALLED_KEY", "AuditContext", "audit_context", "current_carrier", "current_context"]
 
 CONTEXT_KEY = "audit_middleware.context"
 INSTALLED_KEY = "audit_middleware.installed"
@@ -33,6 +33,11 @@ _UNSET: Any = object()
 current_context: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
     "audit_middleware.context", default=None
 )
+current_carrier: contextvars.ContextVar[MutableMapping[str, Any] | None] = contextvars.ContextVar(
+    "audit_middleware.carrier", default=None
+)
+"""The running request's scope/environ: set by the middleware on every request, so ``audit_context()``
+without an argument creates the context lazily (unaudited requests pay for no context object)."""
 
 
 class AuditContext:
@@ -99,11 +104,14 @@ def audit_context(request: Any = None) -> AuditContext:
     Args:
         request: an ASGI scope, WSGI environ, or a framework request object; None uses the ContextVar.
     """
-    if request is None:
-        return current_context.get() or AuditContext()
-    carrier = _carrier(request)
+    carrier = _carrier(request) if request is not None else None
     if carrier is None:
-        return current_context.get() or AuditContext()
+        context = current_context.get()
+        if context is not None:
+            return context
+        carrier = current_carrier.get()
+        if carrier is None:
+            return AuditContext()
     context = carrier.get(CONTEXT_KEY)
     if not isinstance(context, AuditContext):
         context = AuditContext()

@@ -59,3 +59,15 @@ def test_skip_marks_the_context():
     context = AuditContext()
     context.skip()
     assert context.skipped and "metadata_keys" in repr(context)
+
+
+def test_carrier_contextvar_creates_the_context_lazily():
+    from audit_middleware.context import current_carrier
+
+    scope: dict = {}
+    token = current_carrier.set(scope)
+    try:
+        context = audit_context()
+        assert scope[CONTEXT_KEY] is context and audit_context() is context
+    finally:
+        current_carrier.reset(token)
