@@ -100,17 +100,16 @@ async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sin
             sent.append({"rows_at_complete": len(sink.rows)})
         sent.append(message)
 
-    async with send_stream, receive_stream:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive_stream.receive, send)
-            await send_stream.send({"type": "lifespan.startup"})
-            with anyio.fail_after(5):
-                while not sent:
-                    await anyio.sleep(0.01)
-            assert writer.started and events == ["app startup"]
-            async with client(app) as c:
-                await c.post("/login")
-            await send_stream.send({"type": "lifespan.shutdown"})
+    async with send_stream, receive_stream, anyio.create_task_group() as tg:
+        tg.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive_stream.receive, send)
+        await send_stream.send({"type": "lifespan.startup"})
+        with anyio.fail_after(5):
+            while not sent:
+                await anyio.sleep(0.01)
+        assert writer.started and events == ["app startup"]
+        async with client(app) as c:
+            await c.post("/login")
+        await send_stream.send({"type": "lifespan.shutdown"})
     assert events == ["app startup", "app shutdown"]
     assert {"rows_at_complete": 1} in sent  # flushed before shutdown.complete went out
     assert [m.get("type") for m in sent if "type" in m] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
