@@ -328,12 +328,14 @@ class AuditCore:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action
             return None
-        action = spec.action
-        if callable(action):
-            action = action(request, response)
-            if action is None:
+        action: str
+        if callable(spec.action):
+            computed = spec.action(request, response)
+            if computed is None:
                 return None
-            action = str(action)
+            action = str(computed)
+        else:
+            action = spec.action
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if outcome and self._failed(response):
             return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]

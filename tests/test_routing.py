@@ -238,3 +238,11 @@ def test_preset_table_has_unique_keys_and_sources():
     keys = [row[0] for row in PRESET_TABLE]
     assert len(keys) == len(set(keys))
     assert all(row[3] for row in PRESET_TABLE)
+
+
+def test_readme_documents_every_preset_row():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, action, _options, _where in PRESET_TABLE:
+        assert f"| `{key}` | `{action}` |" in readme, key
