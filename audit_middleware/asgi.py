@@ -144,9 +144,6 @@ class AuditMiddleware:
         core, writer = self.core, self.writer
         if not writer.started:
             self._start_writer()
-        context = scope.get(CONTEXT_KEY)
-        if not isinstance(context, AuditContext):
-            context = scope[CONTEXT_KEY] = AuditContext()
         spec = match.spec if match is not None else None
         user_before = scope.get("user")
         if spec is not None and spec.user_before and self._has_resolver:
@@ -177,9 +174,13 @@ class AuditMiddleware:
             if kind == "http.response.start":
                 exchange.status = message["status"]
                 if exchange.peek:
-                    exchange.response_headers = headers = message.get("headers", ())
-                    if not any(k.lower() == b"content-type" and b"json" in v for k, v in headers):
-                        exchange.peek = 0  # only JSON bodies name a user; cookies are in the headers
+                    headers = message.get("headers", ())
+                    if isinstance(headers, list | tuple):  # never consume an iterator the server still needs
+                        exchange.response_headers = headers
+                        if not any(k.lower() == b"content-type" and b"json" in v for k, v in headers):
+                            exchange.peek = 0  # only JSON bodies name a user; cookies are in the headers
+                    else:
+                        exchange.peek = 0
             elif kind == "http.response.body":
                 body = message.get("body", b"")
                 exchange.bytes_sent += len(body)

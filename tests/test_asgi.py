@@ -517,3 +517,41 @@ def test_missing_dsn_fails_at_construction(monkeypatch):
     monkeypatch.delenv("AUDIT_DSN", raising=False)
     with pytest.raises(ConfigurationError, match="dsn"):
         AuditMiddleware(ok_app())
+
+
+# -- no secret in any row ----------------------------------------------------------------------------
+
+SECRETS = {
+    "password": "pw-Zq8#kL2!vX",
+    "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.sIgNaTuRe_secret_1",
+    "cookie": "sessionid=cookie-secret-value-42",
+    "api_key": "ak_live_51HsecretKEY",
+    "reset_token": "rtok-secret-77f0a1",
+    "query_token": "qtok-secret-9b2c",
+    "client_secret": "cs-secret-4d4d",
+    "card": "4111111111111111",
+}
+
+
+async def test_no_secret_reaches_any_row(writer, sink):
+    app = wrap(ok_app(body=b'{"ok": true}', content_type=b"application/json"), writer, audit_unmapped=True)
+    headers = {
+        "authorization": f"Bearer {SECRETS['bearer']}",
+        "cookie": SECRETS["cookie"],
+        "x-api-key": SECRETS["api_key"],
+    }
+    async with client(app) as c:
+        await c.post(
+            "/auth/jwt/login",
+            json={"username": "alice", "password": SECRETS["password"], "card_number": SECRETS["card"]},
+            headers=headers,
+        )
+        await c.post(f"/reset/{SECRETS['reset_token']}", data={"password": SECRETS["password"]})
+        await c.get(f"/items?access_token={SECRETS['query_token']}&page=1", headers=headers)
+        await c.post(
+            "/oauth/token", data={"grant_type": "client_credentials", "client_secret": SECRETS["client_secret"]}
+        )
+        await c.post("/login", content=b'{"password": "' + SECRETS["password"].encode() + b'", broken', headers=headers)
+    await writer.flush()
+    assert sink.actions() == ["login", "password_reset", "http_request", "login", "login"]
+    sink.assert_no_secret(*SECRETS.values())
