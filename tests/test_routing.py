@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from audit_middleware.core import RequestInfo
 from audit_middleware.errors import ConfigurationError
 from audit_middleware.preset import AUTH_PRESET, PRESET_TABLE
 from audit_middleware.routing import RouteSpec, compile_routes, normalize_path
 
 
-def action_of(table, method, path):
+def action_of(table, method, path, body=b""):
     m = table.match(method, path)
-    return None if m is None or m.spec is None else m.spec.action
+    if m is None or m.spec is None:
+        return None
+    return (
+        m.spec.action(RequestInfo(method=method, path=path, body=body), None)
+        if callable(m.spec.action)
+        else m.spec.action
+    )
 
 
 # -- key syntax ---------------------------------------------------------------------------------
@@ -95,6 +102,7 @@ def test_spec_values_are_coerced():
     b = table.match("POST", "/b").spec
     assert b.body == ("name",) and b.metadata == {"kind": "b"}
     assert table.match("POST", "/c").spec.action is choose
+    assert action_of(table, "POST", "/c") == "computed"
     assert action_of(table, "POST", "/d") == "given"
     excluded = table.match("POST", "/e")
     assert excluded is not None and excluded.spec is None
@@ -246,3 +254,16 @@ def test_readme_documents_every_preset_row():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, action, _options, _where in PRESET_TABLE:
         assert f"| `{key}` | `{action}` |" in readme, key
+
+
+@pytest.mark.parametrize(
+    ("body", "action"),
+    [
+        (b"grant_type=password&username=a&password=b", "login"),
+        (b"grant_type=refresh_token&refresh_token=x", "token_refresh"),
+        (b'{"grant_type": "refresh_token", "refresh_token": "x"}', "token_refresh"),
+        (b"grant_type=client_credentials", "login"),
+    ],
+)
+def test_oauth_token_endpoint_tells_refresh_from_login(body, action):
+    assert action_of(PRESET, "POST", "/oauth/token", body) == action
