@@ -537,7 +537,7 @@ def test_chain_returns_none_when_a_processor_skips() -> None:
 
 
 def test_chain_returns_none_when_a_processor_returns_none() -> None:
-    assert build_chain([lambda metadata: None])({"a": 1}) is None  # type: ignore[list-item]
+    assert build_chain([lambda metadata: None])({"a": 1}) is None  # type: ignore[list-item,return-value]
 
 
 def test_chain_lets_other_exceptions_propagate() -> None:
