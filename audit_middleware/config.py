@@ -81,7 +81,7 @@ class WriterConfig:
         close_timeout: seconds ``aclose()`` waits for the final flush.
     """
 
-    dsn: Secret | None = None
+    dsn: str | None = None
     schema: str = DEFAULT_SCHEMA
     table: str = DEFAULT_TABLE
     batch_size: int = 2000

@@ -21,7 +21,8 @@ set, frozenset, tuple                     list (sets sorted by their JSON text)
 Enum                                      its value, converted by these rules
 non-string mapping keys                   ``str(key)``
 other objects                             ``str(obj)``; ``"<unrepresentable T>"`` if that fails
-nesting deeper than 32                    the string ``"<max depth>"``
+self-references, or nesting deeper than   the string ``"<max depth>"`` at level 32 (plain
+32 in metadata that needs conversion      JSON nesting ``json`` can encode is kept as is)
 user_id not a UUID                        user_id NULL, ``metadata.user_ref`` = str(value)
                                           (cleaned, at most 200 characters)
 metadata over ``max_metadata_bytes``      strings over ``max_string_length`` shortened; if
@@ -153,7 +154,7 @@ def to_json_value(value: Any, depth: int = 0) -> JSONValue:
 
 
 def _key(key: Any) -> str:
-    return clean_str(key if type(key) is str else str(to_json_value(key, MAX_DEPTH)))
+    return clean_str(key if type(key) is str else str(to_json_value(key)))
 
 
 def _shorten(value: JSONValue, limit: int) -> JSONValue:
@@ -234,7 +235,7 @@ def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string
     ):
         return (event.id, user_id, action, encode_metadata(metadata, max_metadata_bytes, max_string_length), created)
     notes: dict[str, Any] = {}
-    action = clean_str(action if type(action) is str else str(to_json_value(action, MAX_DEPTH)))
+    action = clean_str(action if type(action) is str else str(to_json_value(action)))
     if len(action) > MAX_ACTION_LENGTH:
         notes["action_full"] = action[:MAX_ACTION_FULL]
         action = action[:MAX_ACTION_LENGTH]

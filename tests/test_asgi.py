@@ -9,13 +9,13 @@ from typing import Any
 
 import anyio
 import pytest
-from asgi_helpers import BEARER, PASSWORD, UID, Driver, client, http_scope, ok_app, read_body, respond
 
 from audit_middleware import AuditWriter, ConfigurationError
 from audit_middleware.asgi import AuditMiddleware
 from audit_middleware.context import audit_context
 from audit_middleware.redaction import SkipAudit
 from audit_middleware.testing import MemorySink
+from tests.asgi_helpers import BEARER, PASSWORD, UID, Driver, client, http_scope, ok_app, read_body, respond
 
 pytestmark = pytest.mark.anyio
 
@@ -554,4 +554,13 @@ async def test_no_secret_reaches_any_row(writer, sink):
         await c.post("/login", content=b'{"password": "' + SECRETS["password"].encode() + b'", broken', headers=headers)
     await writer.flush()
     assert sink.actions() == ["login", "password_reset", "http_request", "login", "login"]
+    sink.assert_no_secret(*SECRETS.values())
+
+
+async def test_secret_path_segment_is_masked_but_the_route_kept(writer, sink):
+    async with client(wrap(ok_app(), writer)) as c:
+        await c.post("/reset/" + SECRETS["reset_token"], data={"password": SECRETS["password"]})
+    await writer.flush()
+    http = sink.events[0].metadata["http"]
+    assert http["route"] == "/reset/{token}" and http["path"].startswith("/reset/")
     sink.assert_no_secret(*SECRETS.values())

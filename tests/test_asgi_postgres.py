@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
-from asgi_helpers import PASSWORD, client, make_jwt
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse
 
 from audit_middleware import AuditMiddleware, AuditWriter, audit_context
+from tests.asgi_helpers import PASSWORD, client, make_jwt
 
 pytestmark = pytest.mark.anyio
 

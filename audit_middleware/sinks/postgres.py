@@ -164,5 +164,7 @@ class PostgresSink:
 
 
 def _reason(exc: Exception) -> str:
+    # Only the primary message: PostgreSQL's DETAIL ("Failing row contains (...)") would carry the row.
     sqlstate = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__} ({sqlstate}): {str(exc)[:300]}"
+    message = getattr(exc, "message", None) or type(exc).__name__
+    return f"{type(exc).__name__} ({sqlstate}): {str(message)[:300]}"
