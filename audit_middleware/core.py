@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from .context import AuditContext
 from .errors import ConfigurationError
@@ -242,14 +242,13 @@ class AuditCore:
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
         self.body_cap: int = redaction.max_body_bytes
-        self._chain = build_chain(config.processors) if config.processors else None
+        self._chain = build_chain(cast(Any, config.processors)) if config.processors else None
         self.proxies = TrustedProxies(config.trusted_proxies, config.proxy_header)
         names = {"user-agent": "user_agent", "content-type": "content_type", "content-encoding": "content_encoding"}
         names[self.proxies.header] = "forwarded"
         if config.request_id_header:
             names[config.request_id_header.lower()] = "request_id"
-        # header name (bytes for ASGI, lower-case str for WSGI) -> what it is to us
-        self._wanted: dict[bytes | str, str] = {**names, **{k.encode("latin-1"): v for k, v in names.items()}}
+        self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
         self._suffix = config.failed_suffix
         self.errors = 0
         self.skipped = 0
@@ -392,19 +391,20 @@ class AuditCore:
         event: AuditEvent,
     ) -> dict[str, Any]:
         redactor = self.redactor
-        raw_headers = request.headers
-        if raw_headers and type(raw_headers[0][0]) is str:  # WSGI: the redactor takes ASGI-style bytes pairs
-            raw_headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in raw_headers]
+        given: Sequence[tuple[Any, Any]] = request.headers
+        raw_headers: Sequence[tuple[bytes, bytes]] = given
+        if given and type(given[0][0]) is str:  # WSGI: the redactor takes ASGI-style bytes pairs
+            raw_headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]
         wanted = self._wanted
         found: dict[str, str] = {}
         forwarded: list[str] = []
         for raw_name, raw_value in raw_headers:
-            key = wanted.get(raw_name)  # type: ignore[call-overload]
+            key = wanted.get(raw_name)
             if key is None:
-                key = wanted.get(raw_name.lower())  # type: ignore[call-overload]
+                key = wanted.get(raw_name.lower())
                 if key is None:
                     continue
-            value = raw_value.decode("latin-1")  # type: ignore[union-attr]
+            value = raw_value.decode("latin-1")
             if key == "forwarded":
                 forwarded.append(value)
             else:
@@ -441,7 +441,7 @@ class AuditCore:
             metadata["forwarded_for"] = chain
         if request.query_string:
             metadata["query"] = redactor.query(request.query_string)
-        headers = redactor.headers(raw_headers)  # type: ignore[arg-type]
+        headers = redactor.headers(raw_headers)
         if headers:
             metadata["headers"] = headers
         body: Any = None

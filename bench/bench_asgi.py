@@ -174,11 +174,13 @@ class NaiveAuditMiddleware:
     """The comparison point: awaits one INSERT per request before the response is finished."""
 
     def __init__(self, app: Any, dsn: str) -> None:
-        self.app, self.dsn, self.pool = app, dsn, None
+        self.app, self.dsn = app, dsn
+        self.pool: asyncpg.Pool | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         if self.pool is None:
             self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
         status = [0]

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import PgTarget
+
 pytestmark = pytest.mark.anyio
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
 
@@ -22,7 +24,7 @@ def load_example() -> Any:
     return module
 
 
-async def test_example_auth_flow_is_audited(empty_schema):
+async def test_example_auth_flow_is_audited(empty_schema: PgTarget) -> None:
     example = load_example()
     app = example.create_app(empty_schema.dsn, schema=empty_schema.schema)
     password = "correct horse battery staple"
