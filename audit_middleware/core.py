@@ -249,6 +249,7 @@ class AuditCore:
         if config.request_id_header:
             names[config.request_id_header.lower()] = "request_id"
         self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
+        self._top_level_headers = tuple(k for k, v in names.items() if v in ("user_agent", "forwarded", "request_id"))
         self._suffix = config.failed_suffix
         self.errors = 0
         self.skipped = 0
@@ -442,6 +443,8 @@ class AuditCore:
         if request.query_string:
             metadata["query"] = redactor.query(request.query_string)
         headers = redactor.headers(raw_headers)
+        for name in self._top_level_headers:  # already stored at the top level
+            headers.pop(name, None)
         if headers:
             metadata["headers"] = headers
         body: Any = None

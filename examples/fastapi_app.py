@@ -171,12 +171,13 @@ def database() -> str:
 
 
 def how_to_look(dsn: str) -> str:
-    where = f"embedded PostgreSQL, data in {DATA_DIR.resolve()}" if "AUDIT_DSN" not in os.environ else "$AUDIT_DSN"
+    if "AUDIT_DSN" in os.environ:
+        return f"audit rows go to $AUDIT_DSN, table user_audit_logs\nlook at them with:  python {__file__} --show"
     return (
-        f"audit rows go to: {where}\n"
-        f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
+        f"audit rows go to an embedded PostgreSQL, data in {DATA_DIR.resolve()}\n"
+        f"while the app runs:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
         "ORDER BY created_at DESC LIMIT 20'\n"
-        "                or:  python examples/fastapi_app.py --show"
+        "any time:            python examples/fastapi_app.py --show   (starts the embedded server if needed)"
     )
 
 
