@@ -400,11 +400,9 @@ class AuditCore:
         found: dict[str, str] = {}
         forwarded: list[str] = []
         for raw_name, raw_value in raw_headers:
-            key = wanted.get(raw_name)
+            key = wanted.get(raw_name)  # ASGI header names are lower-case (the WSGI ones were lowered above)
             if key is None:
-                key = wanted.get(raw_name.lower())
-                if key is None:
-                    continue
+                continue
             value = raw_value.decode("latin-1")
             if key == "forwarded":
                 forwarded.append(value)
