@@ -58,6 +58,7 @@ _BINARY_TYPES = frozenset(
 )
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 MAX_MEDIA_TYPE = 100
+_json_decode = json.JSONDecoder(parse_constant=str).decode  # NaN/Infinity stay strings; built once
 
 
 @dataclass(slots=True)
@@ -111,8 +112,8 @@ def parse_urlencoded(data: str, max_items: int) -> tuple[dict[str, Any], int]:
             continue
         kept += 1
         name, _, value = pair.partition("=")
-        key = unquote_plus(name, errors="replace")
-        text = unquote_plus(value, errors="replace")
+        key = _unquote(name)
+        text = _unquote(value)
         if key in fields:
             previous = fields[key]
             if isinstance(previous, list):
@@ -122,6 +123,12 @@ def parse_urlencoded(data: str, max_items: int) -> tuple[dict[str, Any], int]:
         else:
             fields[key] = text
     return fields, dropped
+
+
+def _unquote(value: str) -> str:
+    if "%" in value or "+" in value:
+        return unquote_plus(value, errors="replace")
+    return value
 
 
 class _MultipartCollector:
@@ -278,7 +285,7 @@ def parse_body(
         if not complete:
             return ParsedBody(media, omitted="truncated")
         try:
-            return ParsedBody(media, json.loads(body, parse_constant=str))
+            return ParsedBody(media, _json_decode(body.decode(json.detect_encoding(body), "surrogatepass")))
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return ParsedBody(media, omitted="unparseable")
     if media == "application/x-www-form-urlencoded":

@@ -12,6 +12,7 @@ final metadata are chained with :func:`build_chain`; raising :class:`SkipAudit` 
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,14 +24,13 @@ from .detectors import (
     DEFAULT_DENY_KEYS,
     DEFAULT_DENY_STEMS,
     DEFAULT_DENY_WORDS,
-    DETECTORS,
     REDACTED,
     TRUNCATED,
     clean,
     key_words,
     looks_like_token,
     luhn_valid,
-    mask_match,
+    mask_secrets,
     normalise_key,
 )
 from .errors import ConfigurationError
@@ -60,11 +60,20 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_ALNUM_FAST = 13  # an ASCII letters-and-digits string shorter than this cannot hold anything we detect
+_SHORTEST_SCAN = 13  # below this only URL credentials and JWTs could match (cards need 13 digits, "Bearer x" 15)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
 _KEY_CACHE_SIZE = 4096
+_HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
+_CACHED_HEADER_BYTES = 512  # longer values are redacted every time
+_DENIED, _KEPT, _HIDDEN = 0, 1, 2  # what happens to the value under a key
 _MAX_QUERY = 64 * 1024  # a query string is parsed up to this many characters
+
+
+class _HeaderKind(enum.Enum):
+    REDACT = "redact"
+    URL = "url"
+    TEXT = "text"
 
 
 class SkipAudit(Exception):
@@ -153,6 +162,8 @@ class Redactor:
         "_deny_stems",
         "_deny_words",
         "_detect",
+        "_header_cache",
+        "_keys",
         "_max_depth",
         "_max_items",
         "_max_string",
@@ -173,13 +184,21 @@ class Redactor:
         self._deny_stems = re.compile("|".join(sorted(map(re.escape, stems)))) if stems else None
         self._deny_words = frozenset() if config.replace_deny_keys else DEFAULT_DENY_WORDS
         self._allow = None if config.allow_keys is None else frozenset(map(normalise_key, config.allow_keys))
-        self._captured = frozenset(name.encode("latin-1") for name in config.captured_headers)
         self._cache: dict[str, bool] = {}
+        self._keys: dict[str, tuple[str, int]] = {}
+        self._header_cache: dict[_HeaderKind, dict[bytes, str]] = {kind: {} for kind in _HeaderKind}
         self._detect = config.detect_values
         self._max_depth = config.max_depth
         self._max_items = config.max_items
         self._max_string = config.max_string
         self._window = config.max_string + _DETECTION_MARGIN
+        self._captured = {name.encode("latin-1"): (name, self._header_kind(name)) for name in config.captured_headers}
+
+    def _header_kind(self, name: str) -> _HeaderKind:
+        norm = normalise_key(name)
+        if any(stem in norm for stem in _ALWAYS_REDACTED_HEADER_STEMS) or self.is_sensitive_key(name):
+            return _HeaderKind.REDACT
+        return _HeaderKind.URL if name in _URL_HEADERS else _HeaderKind.TEXT
 
     @property
     def config(self) -> RedactionConfig:
@@ -217,19 +236,18 @@ class Redactor:
         masks detector hits with ``REDACTED`` (keeping the rest of the string) and cuts the result to
         ``max_string`` characters plus ``...[TRUNCATED]``.
         """
-        if len(value) < _ALNUM_FAST and value.isascii() and value.isalnum():
-            return value  # fast path: too short and too plain to hold anything we detect
+        if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
+            if self._detect and (len(value) >= _SHORTEST_SCAN or "://" in value or "eyJ" in value):
+                return mask_secrets(value)
+            return value
         if len(value) > self._window:
             value = value[: self._window]
         value = clean(value)
         if self._detect:
-            value = DETECTORS.sub(mask_match, value)
+            value = mask_secrets(value)
         if len(value) > self._max_string:
             value = value[: self._max_string] + "..." + TRUNCATED
         return value
-
-    def _key_text(self, key: Any) -> str:
-        return self.text(key if type(key) is str else str(key))
 
     # -- structures ----------------------------------------------------------------------------------
 
@@ -247,19 +265,39 @@ class Redactor:
             data = {k: v for k, v in data.items() if normalise_key(str(k)) in allowed}
         return self._walk(data, 0, True)
 
+    def _key(self, key: Any) -> tuple[str, int]:
+        """Cleaned key and what happens to its value: ``_DENIED``, ``_KEPT`` or ``_HIDDEN`` (allowlist miss)."""
+        info = self._keys.get(key) if type(key) is str else None
+        if info is not None:
+            return info
+        name = self.text(key if type(key) is str else str(key))
+        if self.is_sensitive_key(name):
+            info = (name, _DENIED)
+        elif self._allow is None or normalise_key(name) in self._allow:
+            info = (name, _KEPT)
+        else:
+            info = (name, _HIDDEN)
+        if type(key) is str:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key] = info
+        return info
+
     def _walk(self, value: Any, depth: int, keep: bool) -> Any:
-        if value is None or value is True or value is False:
-            return value if keep else REDACTED
-        if not keep and not isinstance(value, Mapping | list | tuple):
-            return REDACTED
         kind = type(value)
-        if kind is str:
-            return self.text(value)
+        if kind is str:  # the common cases first, by exact type
+            return self.text(value) if keep else REDACTED
+        if kind is dict or kind is list:
+            if depth >= self._max_depth:
+                return TRUNCATED
+            return self._walk_dict(value, depth) if kind is dict else self._walk_list(value, depth, keep)
+        if not keep:
+            return REDACTED
+        if value is None or kind is bool or kind is float:
+            return value
         if kind is int:
             if self._detect and value >= 10**12 and 13 <= len(str(value)) <= 19 and luhn_valid(str(value)):
                 return REDACTED
-            return value
-        if kind is float:
             return value
         if isinstance(value, PartialText):
             text = self.text(str(value))
@@ -271,28 +309,31 @@ class Redactor:
                 "content_type": value.content_type,
                 **({"truncated": True} if value.truncated else {}),
             }
-        if depth >= self._max_depth:
-            return TRUNCATED
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for count, (key, item) in enumerate(value.items()):
-                if count >= self._max_items:
-                    out[TRUNCATED] = len(value) - count
-                    break
-                name = self._key_text(key)
-                if self.is_sensitive_key(name):
-                    out[name] = REDACTED
-                else:
-                    out[name] = self._walk(item, depth + 1, self._allow is None or normalise_key(name) in self._allow)
-            return out
-        if isinstance(value, list | tuple):
-            items = [self._walk(item, depth + 1, keep) for item in value[: self._max_items]]
-            if len(value) > self._max_items:
-                items.append(f"{TRUNCATED} {len(value) - self._max_items} more items")
-            return items
+        if isinstance(value, Mapping | list | tuple):
+            if depth >= self._max_depth:
+                return TRUNCATED
+            return self._walk_dict(value, depth) if isinstance(value, Mapping) else self._walk_list(value, depth, keep)
         if isinstance(value, bytes | bytearray):
             return f"<{len(value)} bytes>"  # raw bytes are never stored
         return self.text(str(value))
+
+    def _walk_dict(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        limit = self._max_items
+        for count, (key, item) in enumerate(value.items()):
+            if count >= limit:
+                out[TRUNCATED] = len(value) - count
+                break
+            name, status = self._key(key)
+            out[name] = REDACTED if status is _DENIED else self._walk(item, depth + 1, status is _KEPT)
+        return out
+
+    def _walk_list(self, value: Sequence[Any], depth: int, keep: bool) -> list[Any]:
+        limit = self._max_items
+        items = [self._walk(item, depth + 1, keep) for item in value[:limit]]
+        if len(value) > limit:
+            items.append(f"{TRUNCATED} {len(value) - limit} more items")
+        return items
 
     # -- request parts -------------------------------------------------------------------------------
 
@@ -302,20 +343,30 @@ class Redactor:
         Names are lower-cased; repeated headers are joined with ``", "``; Referer and Origin go through
         :meth:`url`, every other value through :meth:`text`.
         """
-        found: dict[str, list[str]] = {}
+        found: dict[bytes, list[bytes]] = {}
+        captured = self._captured
         for raw_name, value in raw:
             lowered = raw_name.lower()
-            if lowered in self._captured:
-                found.setdefault(lowered.decode("latin-1"), []).append(value.decode("latin-1"))
+            if lowered in captured:
+                found.setdefault(lowered, []).append(value)
         out: dict[str, str] = {}
-        for name, values in found.items():
-            norm = normalise_key(name)
-            if any(stem in norm for stem in _ALWAYS_REDACTED_HEADER_STEMS) or self.is_sensitive_key(name):
+        for lowered, values in found.items():
+            name, kind = captured[lowered]
+            if kind is _HeaderKind.REDACT:
                 out[name] = REDACTED
-            elif name in _URL_HEADERS:
-                out[name] = self.url(", ".join(values))
-            else:
-                out[name] = self.text(", ".join(values))
+                continue
+            joined = bytes(values[0]) if len(values) == 1 else b", ".join(values)
+            # User agents, hosts, content types repeat across requests: remember what they became.
+            cache = self._header_cache[kind]
+            result = cache.get(joined)
+            if result is None:
+                text = joined.decode("latin-1")
+                result = self.url(text) if kind is _HeaderKind.URL else self.text(text)
+                if len(joined) <= _CACHED_HEADER_BYTES:
+                    if len(cache) >= _HEADER_CACHE_SIZE:
+                        cache.clear()
+                    cache[joined] = result
+            out[name] = result
         return out
 
     def query(self, raw: bytes | str) -> dict[str, Any]:

@@ -112,11 +112,13 @@ def test_replace_deny_keys_drops_the_defaults() -> None:
     assert not redactor.is_sensitive_key("pin")
 
 
-def test_key_cache_stays_bounded(redactor: Redactor) -> None:
+def test_key_caches_stay_bounded(redactor: Redactor) -> None:
     for index in range(10_000):
-        redactor.is_sensitive_key(f"field{index}")
+        redactor.mapping({f"field{index}": 1})
     assert len(redactor._cache) <= 4096
+    assert len(redactor._keys) <= 4096
     assert redactor.is_sensitive_key("password")
+    assert redactor.mapping({"field9999": 1, "password": 2}) == {"field9999": 1, "password": REDACTED}
 
 
 # -- mapping ----------------------------------------------------------------------------------------
@@ -253,6 +255,9 @@ def test_detect_values_off_keeps_strings_but_still_redacts_keys() -> None:
         # URL credentials
         ("postgres://app:s3cret@db.internal:5432/x", f"postgres://{REDACTED}@db.internal:5432/x"),
         ("see https://user:pw@example.com/path ok", f"see https://{REDACTED}@example.com/path ok"),
+        # short strings still reach the detectors that can match them
+        ("eyJabcd.efgh", REDACTED),
+        ("a://u:p@h", f"a://{REDACTED}@h"),
         # card numbers passing Luhn, with or without separators
         ("4111111111111111", REDACTED),
         ("card 4111 1111 1111 1111 exp 12/30", f"card {REDACTED} exp 12/30"),
@@ -383,6 +388,26 @@ def test_header_values_are_latin1_cleaned_and_bounded(redactor: Redactor) -> Non
 def test_referer_goes_through_url_redaction(redactor: Redactor) -> None:
     out = redactor.headers([(b"referer", b"https://u:p@app.example/reset?token=abc&next=/home")])
     assert out == {"referer": f"https://app.example/reset?token={REDACTED}&next=/home"}
+
+
+def test_repeated_header_values_give_the_same_result_from_the_cache(redactor: Redactor) -> None:
+    raw = [(b"user-agent", b"agent 4111 1111 1111 1111"), (b"referer", b"https://a:b@x.example/?token=t")]
+    first = redactor.headers(raw)
+    assert (
+        redactor.headers(raw)
+        == first
+        == {
+            "user-agent": f"agent {REDACTED}",
+            "referer": f"https://x.example/?token={REDACTED}",
+        }
+    )
+
+
+def test_header_cache_stays_bounded(redactor: Redactor) -> None:
+    for index in range(3000):
+        redactor.headers([(b"x-request-id", str(index).encode())])
+    assert all(len(cache) <= 1024 for cache in redactor._header_cache.values())
+    assert redactor.headers([(b"x-request-id", b"2999")]) == {"x-request-id": "2999"}
 
 
 def test_captured_headers_config_is_case_insensitive() -> None:
