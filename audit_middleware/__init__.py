@@ -9,17 +9,22 @@ from .buffer import AuditWriter, WriterStats
 from .config import WriterConfig
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
 from .records import COLUMNS, AuditEvent
+from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
 
 __all__ = [
     "COLUMNS",
+    "REDACTED",
     "AuditError",
     "AuditEvent",
     "AuditWriter",
     "ConfigurationError",
     "PostgresSink",
+    "RedactionConfig",
+    "Redactor",
     "SchemaError",
+    "SkipAudit",
     "WriterClosedError",
     "WriterConfig",
     "WriterStats",
