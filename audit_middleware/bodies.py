@@ -14,6 +14,8 @@ JSON cut at the capture cap                          ``omitted="truncated"``
 JSON that does not parse (or is not UTF-8/16/32)     ``omitted="unparseable"``
 ``application/x-www-form-urlencoded``                fields; a cut body keeps its whole pairs
                                                      and sets ``truncated``
+a "form" with raw spaces, quotes, controls, non-ASCII ``omitted="unparseable"`` (not a form: the
+                                                     wrong content type)
 ``multipart/form-data``                              fields; files as :class:`FileInfo` (name,
                                                      size, content type; never contents)
 multipart without a boundary, or malformed           ``omitted="unparseable"``
@@ -58,6 +60,8 @@ _BINARY_TYPES = frozenset(
 )
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 MAX_MEDIA_TYPE = 100
+# What a urlencoded form may contain: unreserved and sub-delimiter characters, '%' escapes, '+'.
+_URLENCODED_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%+&=!$'()*,/:;?@[]"
 _json_decode = json.JSONDecoder(parse_constant=str).decode  # NaN/Infinity stay strings; built once
 
 
@@ -248,7 +252,7 @@ def _parse_multipart(content_type: str, body: bytes, complete: bool, max_items: 
             parser.finalize()
             if parser.state != MultipartState.END:
                 raise FormParserError("multipart body ended before its closing boundary")
-    except (FormParserError, ValueError):
+    except Exception:  # the parser on hostile input: whatever it raises, the body is unparseable
         return ParsedBody("multipart/form-data", omitted="unparseable")
     if not complete and collector.part is not None:
         collector._store(collector.part, complete=False)
@@ -289,7 +293,10 @@ def parse_body(
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return ParsedBody(media, omitted="unparseable")
     if media == "application/x-www-form-urlencoded":
-        text = body.decode("utf-8", "replace")
+        body = body.rstrip(b"\r\n")  # some clients end the form with a newline
+        if body.translate(None, _URLENCODED_BYTES):
+            return ParsedBody(media, omitted="unparseable")  # raw spaces, quotes, controls: not a urlencoded form
+        text = body.decode("ascii")
         if not complete:
             text = text[: max(text.rfind("&"), 0)]  # the last pair may be cut: drop it
         fields, dropped = parse_urlencoded(text, max_items)

@@ -18,7 +18,8 @@ Value detectors (:func:`mask_secrets`) find secrets in any string: HTTP
 ``Bearer``/``Token``/``Digest`` credentials (8+ characters with a digit or punctuation, or 20+), ``Basic``
 credentials (base64 of ``user:password``), JWTs (``eyJ...`` segments), PEM private keys (``-----BEGIN ...
 PRIVATE KEY-----`` to its END line, or to the end of the string when cut), URL userinfo
-(``scheme://user:password@``) and 13-19 digit card numbers (spaces or dashes allowed) passing Luhn.
+(``scheme://user:password@``) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
+(Mastercard, Visa, Amex, Diners, Discover, JCB, UnionPay) and passing Luhn.
 Only the matched part is replaced.
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "REDACTED",
     "TRUNCATED",
     "clean",
+    "is_card_number",
     "key_words",
     "looks_like_token",
     "luhn_valid",
@@ -174,9 +176,17 @@ def _scheme_credentials(match: re.Match[str]) -> str:
     return f"{scheme} {REDACTED}" if secret else match.group()
 
 
+def is_card_number(digits: str) -> bool:
+    """Whether 13-19 digits look like a payment card: a major network's first digit (2-6) and Luhn-valid.
+
+    The first-digit rule keeps millisecond timestamps (``17...``) and most phone and order numbers.
+    """
+    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits)
+
+
 def _card(match: re.Match[str]) -> str:
     digits = match.group().replace(" ", "").replace("-", "")
-    return REDACTED if luhn_valid(digits) else match.group()
+    return REDACTED if is_card_number(digits) else match.group()
 
 
 def _cards(run: re.Match[str]) -> str:

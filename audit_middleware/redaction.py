@@ -27,9 +27,9 @@ from .detectors import (
     REDACTED,
     TRUNCATED,
     clean,
+    is_card_number,
     key_words,
     looks_like_token,
-    luhn_valid,
     mask_secrets,
     normalise_key,
 )
@@ -62,8 +62,10 @@ _URL_HEADERS = frozenset({"referer", "origin"})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _SHORTEST_SCAN = 13  # below this only URL credentials and JWTs could match (cards need 13 digits, "Bearer x" 15)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
+_EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 _TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
 _KEY_CACHE_SIZE = 4096
+_MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
 _HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
 _CACHED_HEADER_BYTES = 512  # longer values are redacted every time
 _DENIED, _KEPT, _HIDDEN = 0, 1, 2  # what happens to the value under a key
@@ -141,6 +143,8 @@ class RedactionConfig:
                 raise ConfigurationError(f"{field} must be True or False, got {getattr(self, field)!r}")
         _positive(self.max_body_bytes, "max_body_bytes", 0)
         _positive(self.max_depth, "max_depth", 1)
+        if self.max_depth > _MAX_DEPTH_LIMIT:
+            raise ConfigurationError(f"max_depth must be at most {_MAX_DEPTH_LIMIT}, got {self.max_depth}")
         _positive(self.max_items, "max_items", 1)
         _positive(self.max_string, "max_string", 16)
 
@@ -236,15 +240,17 @@ class Redactor:
         masks detector hits with ``REDACTED`` (keeping the rest of the string) and cuts the result to
         ``max_string`` characters plus ``...[TRUNCATED]``.
         """
+        if type(value) is not str and not isinstance(value, str):
+            value = str(value)  # never raise on a caller's odd value
         if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
-            if self._detect and (len(value) >= _SHORTEST_SCAN or "://" in value or "eyJ" in value):
-                return mask_secrets(value)
+            if self._detect and (len(value) >= _SHORTEST_SCAN or "://" in value or "eyJ" in value or "=" in value):
+                return self._mask(value)
             return value
         if len(value) > self._window:
             value = value[: self._window]
         value = clean(value)
         if self._detect:
-            value = mask_secrets(value)
+            value = self._mask(value)
         if len(value) > self._max_string:
             value = value[: self._max_string] + "..." + TRUNCATED
         return value
@@ -264,6 +270,18 @@ class Redactor:
             allowed = {normalise_key(field) for field in allow_fields}
             data = {k: v for k, v in data.items() if normalise_key(str(k)) in allowed}
         return self._walk(data, 0, True)
+
+    def _mask(self, value: str) -> str:
+        """The value detectors, plus sensitive ``key=value`` pairs of URLs and query strings in free text."""
+        value = mask_secrets(value)
+        if "=" in value:
+            value = _EMBEDDED_PAIR.sub(self._embedded_pair, value)
+        return value
+
+    def _embedded_pair(self, match: re.Match[str]) -> str:
+        if self.is_sensitive_key(unquote_plus(match.group(2), errors="replace")):
+            return match.group(1) + match.group(2) + "=" + REDACTED
+        return match.group()
 
     def _key(self, key: Any) -> tuple[str, int]:
         """Cleaned key and what happens to its value: ``_DENIED``, ``_KEPT`` or ``_HIDDEN`` (allowlist miss)."""
@@ -296,7 +314,7 @@ class Redactor:
         if value is None or kind is bool or kind is float:
             return value
         if kind is int:
-            if self._detect and value >= 10**12 and 13 <= len(str(value)) <= 19 and luhn_valid(str(value)):
+            if self._detect and 10**12 <= value < 10**19 and is_card_number(str(value)):
                 return REDACTED
             return value
         if isinstance(value, PartialText):
@@ -418,10 +436,10 @@ class Redactor:
         url = url[: self._window]
         scheme, sep, rest = url.partition("://")
         if sep and "/" not in scheme:
-            authority, slash, tail = _split_authority(rest)
+            authority, tail = _split_authority(rest)
             if "@" in authority:
                 authority = authority.rpartition("@")[2]
-            url = scheme + sep + authority + slash + tail
+            url = scheme + sep + authority + tail
         head, qmark, query = url.partition("?")
         query, hash_, fragment = query.partition("#")
         if not qmark:
@@ -447,34 +465,61 @@ class Redactor:
         look like credentials (JWTs, long hex runs, long mixed-case-and-digit strings; not UUIDs) are
         masked, as are the value detectors' hits.
         """
-        path = path[: self._window]
-        segments = path.split("/")
-        masked = False
+        segments = path[: self._window].split("/")
+        trailing = len(segments) > 2 and segments[-1] == ""
+        if trailing:
+            segments.pop()
         if template is not None:
-            for index, part in enumerate(template.split("/")):
-                if index >= len(segments):
-                    break
-                match = _TEMPLATE_PARAM.match(part)
-                if match is None or not self.is_sensitive_key(match.group(1).strip()):
-                    continue
-                if match.group(2) == "path":
-                    segments[index:] = [REDACTED]
-                    masked = True
-                    break
+            self._mask_template(segments, template)
+        for index, segment in enumerate(segments):
+            if looks_like_token(segment):
                 segments[index] = REDACTED
-                masked = True
-        if not masked:
-            for index, segment in enumerate(segments):
-                if looks_like_token(segment):
-                    segments[index] = REDACTED
-        return self.text("/".join(segments))
+        return self.text("/".join(segments) + ("/" if trailing else ""))
+
+    def _mask_template(self, segments: list[str], template: str) -> None:
+        """Mask the segments bound to sensitive template parameters, aligned on the template's end.
+
+        Right alignment keeps a mount prefix (``root_path``) from shifting the match. A ``{name:path}``
+        parameter spans several segments: literal parts before it locate its start.
+        """
+        parts = template.rstrip("/").split("/") if template.strip("/") else [""]
+        params = [_TEMPLATE_PARAM.match(part) for part in parts]
+        spans = [index for index, match in enumerate(params) if match is not None and match.group(2) == "path"]
+        if len(segments) < len(parts):
+            return  # this path cannot come from this template
+        if not spans:
+            offset = len(segments) - len(parts)
+            for index, match in enumerate(params):
+                if match is not None and self.is_sensitive_key(match.group(1).strip()):
+                    segments[offset + index] = REDACTED
+            return
+        span = spans[0]
+        tail = len(parts) - span - 1
+        start = span  # the path parameter's first segment: after the literal head, wherever it is mounted
+        for offset in range(len(segments) - len(parts) + 1):
+            if all(params[i] is not None or parts[i] in ("", segments[offset + i]) for i in range(span)):
+                start = offset + span
+                break
+        end = len(segments) - tail
+        for index in range(len(parts) - 1, span, -1):  # parameters after the span, from the end
+            match = params[index]
+            position = len(segments) - (len(parts) - index)
+            if match is not None and self.is_sensitive_key(match.group(1).strip()):
+                segments[position] = REDACTED
+        for index in range(span):  # parameters before the span, from its start
+            match = params[index]
+            if match is not None and self.is_sensitive_key(match.group(1).strip()):
+                segments[start - span + index] = REDACTED
+        match = params[span]
+        if match is not None and self.is_sensitive_key(match.group(1).strip()):
+            segments[start:end] = [REDACTED]
 
 
-def _split_authority(rest: str) -> tuple[str, str, str]:
+def _split_authority(rest: str) -> tuple[str, str]:
     for index, char in enumerate(rest):
         if char in "/?#":
-            return rest[:index], "", rest[index:]
-    return rest, "", ""
+            return rest[:index], rest[index:]
+    return rest, ""
 
 
 def build_chain(

@@ -129,6 +129,26 @@ def test_cut_form_body_keeps_whole_pairs_and_drops_the_cut_one(redactor: Redacto
     assert out["fields"] == {"username": "alice"}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="password"\r\n\r\n' + SECRET.encode(),
+        b'{"password": "' + SECRET.encode() + b'"}',
+        b"note=" + SECRET.encode() + b" with spaces",
+        b"name=caf\xc3\xa9",
+        b"a=1\x00",
+    ],
+)
+def test_a_form_that_is_not_urlencoded_is_unparseable(redactor: Redactor, body: bytes) -> None:
+    out = redactor.body("application/x-www-form-urlencoded", body, complete=True)
+    assert out == {"content_type": "application/x-www-form-urlencoded", "size": len(body), "omitted": "unparseable"}
+
+
+def test_a_form_with_a_trailing_newline_is_parsed(redactor: Redactor) -> None:
+    out = redactor.body("application/x-www-form-urlencoded", b"a=1&b=%C3%A9\r\n", complete=True)
+    assert out["fields"] == {"a": "1", "b": "\u00e9"}
+
+
 def test_form_field_count_is_capped() -> None:
     redactor = Redactor(RedactionConfig(max_items=2))
     out = redactor.body("application/x-www-form-urlencoded", b"a=1&b=2&c=3", complete=True)
