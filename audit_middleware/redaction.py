@@ -4,17 +4,17 @@
 is then safe to share between threads and requests. Its methods take client-controlled input and
 return JSON-ready values; none of them raises on hostile input.
 
-The key rules and value detectors are listed in :mod:`audit_middleware.detectors`.
-
-Value detectors run on every string whatever its key (:meth:`Redactor.text`). Processors over the
-final metadata are chained with :func:`build_chain`; raising :class:`SkipAudit` drops the record.
+The key rules and value detectors are listed in :mod:`audit_middleware.detectors`, body parsing
+outcomes in :mod:`audit_middleware.bodies`. Value detectors run on every string whatever its key
+(:meth:`Redactor.text`). Processors over the final metadata are chained with :func:`build_chain`
+(re-exported from :mod:`audit_middleware.processors`); raising :class:`SkipAudit` drops the record.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -34,6 +34,8 @@ from .detectors import (
     normalise_key,
 )
 from .errors import ConfigurationError
+from .processors import SkipAudit, build_chain
+from .urls import mask_template, redact_url
 
 __all__ = [
     "DEFAULT_CAPTURED_HEADERS",
@@ -60,10 +62,9 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_SHORTEST_SCAN = 13  # below this only URL credentials and JWTs could match (cards need 13 digits, "Bearer x" 15)
+_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value pairs can match (cards need 13 digits)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
-_TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
 _KEY_CACHE_SIZE = 4096
 _MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
 _HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
@@ -76,10 +77,6 @@ class _HeaderKind(enum.Enum):
     REDACT = "redact"
     URL = "url"
     TEXT = "text"
-
-
-class SkipAudit(Exception):
-    """Raised by a processor to drop the record (see :func:`build_chain`)."""
 
 
 def _strings(value: Any, field: str) -> tuple[str, ...]:
@@ -433,29 +430,10 @@ class Redactor:
 
     def url(self, url: str) -> str:
         """Drop userinfo and redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
-        url = url[: self._window]
-        scheme, sep, rest = url.partition("://")
-        if sep and "/" not in scheme:
-            authority, tail = _split_authority(rest)
-            if "@" in authority:
-                authority = authority.rpartition("@")[2]
-            url = scheme + sep + authority + tail
-        head, qmark, query = url.partition("?")
-        query, hash_, fragment = query.partition("#")
-        if not qmark:
-            head, hash_, fragment = head.partition("#")
-        url = head + qmark + self._redact_pairs(query) + hash_ + self._redact_pairs(fragment)
-        return self.text(url)
+        return self.text(redact_url(url[: self._window], self._hides))
 
-    def _redact_pairs(self, query: str) -> str:
-        if "=" not in query:
-            return query
-        pairs = query.split("&")
-        for index, pair in enumerate(pairs):
-            name, eq, _ = pair.partition("=")
-            if eq and not self._keeps(unquote_plus(name, errors="replace")):
-                pairs[index] = name + "=" + REDACTED
-        return "&".join(pairs)
+    def _hides(self, key: str) -> bool:
+        return not self._keeps(key)
 
     def path(self, path: str, template: str | None = None) -> str:
         """Return ``path`` with secret segments masked, bounded and cleaned.
@@ -470,88 +448,8 @@ class Redactor:
         if trailing:
             segments.pop()
         if template is not None:
-            self._mask_template(segments, template)
+            mask_template(segments, template, self.is_sensitive_key)
         for index, segment in enumerate(segments):
             if looks_like_token(segment):
                 segments[index] = REDACTED
         return self.text("/".join(segments) + ("/" if trailing else ""))
-
-    def _mask_template(self, segments: list[str], template: str) -> None:
-        """Mask the segments bound to sensitive template parameters, aligned on the template's end.
-
-        Right alignment keeps a mount prefix (``root_path``) from shifting the match. A ``{name:path}``
-        parameter spans several segments: literal parts before it locate its start.
-        """
-        parts = template.rstrip("/").split("/") if template.strip("/") else [""]
-        params = [_TEMPLATE_PARAM.match(part) for part in parts]
-        spans = [index for index, match in enumerate(params) if match is not None and match.group(2) == "path"]
-        if len(segments) < len(parts):
-            return  # this path cannot come from this template
-        if not spans:
-            offset = len(segments) - len(parts)
-            for index, match in enumerate(params):
-                if match is not None and self.is_sensitive_key(match.group(1).strip()):
-                    segments[offset + index] = REDACTED
-            return
-        span = spans[0]
-        tail = len(parts) - span - 1
-        start = span  # the path parameter's first segment: after the literal head, wherever it is mounted
-        for offset in range(len(segments) - len(parts) + 1):
-            if all(params[i] is not None or parts[i] in ("", segments[offset + i]) for i in range(span)):
-                start = offset + span
-                break
-        end = len(segments) - tail
-        for index in range(len(parts) - 1, span, -1):  # parameters after the span, from the end
-            match = params[index]
-            position = len(segments) - (len(parts) - index)
-            if match is not None and self.is_sensitive_key(match.group(1).strip()):
-                segments[position] = REDACTED
-        for index in range(span):  # parameters before the span, from its start
-            match = params[index]
-            if match is not None and self.is_sensitive_key(match.group(1).strip()):
-                segments[start - span + index] = REDACTED
-        match = params[span]
-        if match is not None and self.is_sensitive_key(match.group(1).strip()):
-            segments[start:end] = [REDACTED]
-
-
-def _split_authority(rest: str) -> tuple[str, str]:
-    for index, char in enumerate(rest):
-        if char in "/?#":
-            return rest[:index], rest[index:]
-    return rest, ""
-
-
-def build_chain(
-    processors: Sequence[Callable[[dict[str, Any]], dict[str, Any]]],
-) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
-    """Compose processors over the final metadata dict, structlog style.
-
-    Each processor takes the metadata and returns it (or a new dict). A processor that raises
-    :class:`SkipAudit` or returns ``None`` drops the record: the chain returns ``None``. Any other
-    exception propagates (the middleware catches, logs and counts it).
-
-    Example:
-        >>> def tag(metadata):
-        ...     metadata["tenant"] = "acme"
-        ...     return metadata
-        >>> build_chain([tag])({"ip": "10.0.0.1"})
-        {'ip': '10.0.0.1', 'tenant': 'acme'}
-    """
-    steps = tuple(processors)
-    for index, step in enumerate(steps):
-        if not callable(step):
-            raise ConfigurationError(f"processors[{index}] is not callable: {step!r}")
-
-    def run(metadata: dict[str, Any]) -> dict[str, Any] | None:
-        current: dict[str, Any] | None = metadata
-        try:
-            for step in steps:
-                current = step(current)  # type: ignore[arg-type]
-                if current is None:
-                    return None
-        except SkipAudit:
-            return None
-        return current
-
-    return run
