@@ -204,9 +204,8 @@ class _MultipartCollector:
             file.size += end - start
             return
         value: bytearray = part[2]
-        room = self.max_value - len(value)
-        if room > 0:
-            value += data[start : min(end, start + room)]
+        room = max(self.max_value - len(value), 0)
+        value += data[start : min(end, start + room)]
 
     def on_part_end(self) -> None:
         if self.part is not None:

@@ -188,6 +188,7 @@ def test_multipart_fields_and_files_never_file_contents(redactor: Redactor) -> N
         ("avatar", "me.png", "image/png", b"\x89PNG" + SECRET.encode()),
         ("tags", None, None, b"a"),
         ("tags", None, None, b"b"),
+        ("tags", None, None, b"c"),
     )
     out = redactor.body("multipart/form-data; boundary=XyZ", body, complete=True)
     assert out == {
@@ -198,7 +199,7 @@ def test_multipart_fields_and_files_never_file_contents(redactor: Redactor) -> N
             "username": "alice",
             "password": REDACTED,
             "avatar": {"filename": "me.png", "size": 4 + len(SECRET), "content_type": "image/png"},
-            "tags": ["a", "b"],
+            "tags": ["a", "b", "c"],
         },
     }
     assert SECRET not in json.dumps(out)
@@ -325,3 +326,13 @@ def test_parse_body_returns_file_info_objects() -> None:
 )
 def test_media_type(value: str | None, expected: str | None) -> None:
     assert media_type(value) == expected
+
+
+def test_multipart_text_field_is_capped_while_parsing() -> None:
+    parsed = parse_body(
+        "multipart/form-data; boundary=b",
+        multipart("b", ("bio", None, None, b"line\r\n" * 5000), ("after", None, None, b"ok")),
+        complete=True,
+        max_value=64,
+    )
+    assert parsed.fields == {"bio": ("line\r\n" * 11)[:64], "after": "ok"}

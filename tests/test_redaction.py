@@ -229,6 +229,15 @@ def test_allowlist_mode_never_keeps_a_denied_key() -> None:
 def test_detect_values_off_keeps_strings_but_still_redacts_keys() -> None:
     redactor = Redactor(RedactionConfig(detect_values=False))
     assert redactor.mapping({"note": JWT, "token": "x"}) == {"note": JWT, "token": REDACTED}
+    assert redactor.text("a\x00" + JWT) == "a" + JWT
+
+
+def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
+    from collections import OrderedDict
+
+    redactor = Redactor(RedactionConfig(max_depth=2))
+    data = OrderedDict(t=(("deep",),), pin=1)
+    assert redactor.mapping(data) == {"t": [TRUNCATED], "pin": REDACTED}
 
 
 # -- value detectors --------------------------------------------------------------------------------
@@ -493,6 +502,7 @@ def test_url(redactor: Redactor, url: str, expected: str) -> None:
         ("/api/files/a/b/c", "/files/{key:path}", "/api/files/a/b/c"),
         ("/api/files/a/b/c", "/files/{private_key:path}", f"/api/files/{REDACTED}"),
         ("/files", "/files/{secret:path}/x/{token}", "/files"),
+        ("/api/u/tok123/files/a/b", "/u/{token}/files/{name:path}", f"/api/u/{REDACTED}/files/a/b"),
         ("/x", "/a/b/{token}", "/x"),
         ("/", "/", "/"),
         # without a template, token-looking segments are masked
