@@ -401,18 +401,25 @@ class Redactor:
         complete: bool,
         content_encoding: str | None = None,
         allow_fields: Collection[str] | None = None,
+        total_size: int | None = None,
     ) -> dict[str, Any]:
         """Describe a captured request body, redacted; never returns raw bytes of an opaque body.
 
         Returns ``{"content_type", "size", "truncated", "fields"}`` when the body was parsed (JSON,
         urlencoded or multipart form), else ``{"content_type", "size", "omitted": reason}`` with reason
         one of ``empty``, ``compressed``, ``truncated``, ``unparseable``, ``binary``, ``unsupported``
-        (see :mod:`audit_middleware.bodies`). ``size`` is ``len(body)``, the bytes captured. A body
-        longer than ``max_body_bytes`` is treated as cut there.
+        (see :mod:`audit_middleware.bodies`). ``size`` is ``total_size`` when the caller counted the
+        whole body as it streamed through, else ``len(body)``. A body longer than ``max_body_bytes`` is
+        treated as cut there.
+
+        Example:
+            >>> out = Redactor().body("application/json", b'{"user": "al", "password": "x"}', complete=True)
+            >>> out["size"], out["truncated"], out["fields"]
+            (31, False, {'user': 'al', 'password': '[REDACTED]'})
         """
-        size = len(body)
+        size = len(body) if total_size is None else total_size
         limit = self._config.max_body_bytes
-        if size > limit:
+        if len(body) > limit:
             body, complete = body[:limit], False
         parsed = parse_body(
             content_type,

@@ -336,3 +336,21 @@ def test_multipart_text_field_is_capped_while_parsing() -> None:
         max_value=64,
     )
     assert parsed.fields == {"bio": ("line\r\n" * 11)[:64], "after": "ok"}
+
+
+def test_total_size_reports_the_whole_streamed_body(redactor: Redactor) -> None:
+    out = redactor.body("application/json", b'{"a": ', complete=False, total_size=1_000_000)
+    assert out == {"content_type": "application/json", "size": 1_000_000, "omitted": "truncated"}
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import audit_middleware.processors
+    import audit_middleware.redaction
+    import audit_middleware.urls
+
+    for module in (audit_middleware.redaction, audit_middleware.urls, audit_middleware.processors):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        assert result.attempted > 0
