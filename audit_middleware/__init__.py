@@ -11,11 +11,13 @@ from .config import WriterConfig
 from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
 from .records import COLUMNS, AuditEvent
+from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
 
 __all__ = [
     "COLUMNS",
+    "REDACTED",
     "AuditContext",
     "AuditError",
     "AuditEvent",
@@ -23,7 +25,10 @@ __all__ = [
     "AuditWriter",
     "ConfigurationError",
     "PostgresSink",
+    "RedactionConfig",
+    "Redactor",
     "SchemaError",
+    "SkipAudit",
     "WriterClosedError",
     "WriterConfig",
     "WriterStats",

@@ -456,6 +456,7 @@ class AuditCore:
                 complete=request.body_complete,
                 content_encoding=found.get("content_encoding"),
                 allow_fields=allow,
+                total_size=request.body_size,
             )
         if spec is not None and spec.identifier and request.body and content_type:
             identifier = _identifier_from(body)
