@@ -291,7 +291,7 @@ class AuditMiddleware:
                 headers=scope.get("headers", ()),
                 client=client[0] if client else None,
                 body=b"".join(exchange.body),
-                body_complete=exchange.body_complete,
+                body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
             )

@@ -574,3 +574,12 @@ async def test_secret_path_segment_is_masked_but_the_route_kept(writer: AuditWri
     http = sink.events[0].metadata["http"]
     assert http["route"] == "/reset/{token}" and http["path"].startswith("/reset/")
     sink.assert_no_secret(*SECRETS.values())
+
+
+async def test_body_size_counts_the_whole_streamed_body(writer: AuditWriter, sink: MemorySink) -> None:
+    big = b'{"note": "' + b"x" * 200_000 + b'"}'
+    async with client(wrap(ok_app(), writer, routes={"POST /notes": "note"})) as c:
+        await c.post("/notes", content=big, headers={"content-type": "application/json"})
+    await writer.flush()
+    body = sink.events[0].metadata["body"]
+    assert body["size"] == len(big) and body["omitted"] == "truncated"
