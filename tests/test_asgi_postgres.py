@@ -119,7 +119,7 @@ async def test_hostile_input_still_lands_as_a_clean_row(pg: PgTarget) -> None:
         + (b"[" * 200 + b"]" * 200)
         + b"}"
     )
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": body[:40], "more_body": True},
         {"type": "http.request", "body": body[40:]},
     ]
