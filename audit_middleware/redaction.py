@@ -285,10 +285,12 @@ class Redactor:
         info = self._keys.get(key) if type(key) is str else None
         if info is not None:
             return info
-        name = self.text(key if type(key) is str else str(key))
-        if self.is_sensitive_key(name):
+        raw = key if type(key) is str else str(key)
+        full = clean(raw[: self._window])  # judged whole: cutting a long key could cut off "password"
+        name = self.text(raw)
+        if self.is_sensitive_key(full):
             info = (name, _DENIED)
-        elif self._allow is None or normalise_key(name) in self._allow:
+        elif self._allow is None or normalise_key(full) in self._allow:
             info = (name, _KEPT)
         else:
             info = (name, _HIDDEN)

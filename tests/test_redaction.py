@@ -177,6 +177,12 @@ def test_mapping_bounds_strings_and_keys() -> None:
     assert value == "v" * 20 + "..." + TRUNCATED
 
 
+def test_a_long_key_is_judged_before_it_is_cut() -> None:
+    redactor = Redactor(RedactionConfig(max_string=20))
+    out = redactor.mapping({"x" * 30 + "_password": "hunter2"})
+    assert out == {"x" * 20 + "..." + TRUNCATED: REDACTED}
+
+
 def test_mapping_converts_odd_values_to_bounded_strings(redactor: Redactor) -> None:
     out = redactor.mapping({1: b"\x00raw", "t": ("a", "b"), "o": object.__new__(type("Thing", (), {}))})
     assert out["1"] == "<4 bytes>"
