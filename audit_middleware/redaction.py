@@ -113,7 +113,8 @@ class RedactionConfig:
             are kept; the rest are counted under a ``TRUNCATED`` key / item.
         max_string: strings longer than this are cut and end with ``...[TRUNCATED]``.
         detect_values: run the value detectors (bearer/basic credentials, JWTs, PEM private keys, URL
-            credentials, Luhn-valid card numbers) on every string.
+            credentials, provider API keys, sensitive ``key=value`` pairs, Luhn-valid card numbers) on
+            every string.
     """
 
     deny_keys: Collection[str] = ()

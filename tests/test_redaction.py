@@ -271,6 +271,16 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
         # short strings still reach the detectors that can match them
         ("eyJabcd.efgh", REDACTED),
         ("a://u:p@h", f"a://{REDACTED}@h"),
+        # provider API keys with a known prefix
+        ("aws AKIAIOSFODNN7EXAMPLE ok", f"aws {REDACTED} ok"),
+        ("ghp_" + "a1B2" * 9, REDACTED),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", REDACTED),
+        ("glpat-abcdefghij0123456789", REDACTED),
+        ("xoxb-123456789012-abcdefABCDEF", REDACTED),
+        ("key: sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", f"key: {REDACTED}"),
+        ("AIza" + "SyA-1234567890abcdefghijklmnopqrstu", REDACTED),
+        ("npm_" + "a" * 36, REDACTED),
+        ("sk-proj-abcdefghijklmnopqrstuvwxyz012345", REDACTED),
         # sensitive pairs of URLs and query strings inside free text
         ("see https://x.example/cb?code=abc&state=1", f"see https://x.example/cb?code={REDACTED}&state=1"),
         ("password=hunter2", f"password={REDACTED}"),
@@ -315,6 +325,11 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "x=1&y=2",
         "spinner=3; passport=FR",
         "a == b",
+        "ghost-writer-for-the-blog-post",
+        "task-1234 is done",
+        "AKIA is not a key",
+        "sk-learn-is-a-python-library-name",
+        "heyJude.singalong.tonight",
     ],
 )
 def test_value_detectors_leave_ordinary_strings_alone(redactor: Redactor, value: str) -> None:
