@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 
 __all__ = [
     "DEFAULT_DENY_KEYS",
@@ -95,14 +96,21 @@ _TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-~.=]{20,}$")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 
 
+def _fold(key: str) -> str:
+    """Non-ASCII keys: compatibility forms folded (fullwidth letters) and invisible format characters removed."""
+    if key.isascii():
+        return key
+    return "".join(char for char in unicodedata.normalize("NFKC", key) if unicodedata.category(char) != "Cf")
+
+
 def normalise_key(key: str) -> str:
     """Return ``key`` lower-cased without ``_``, ``-``, ``.`` or spaces (``New-Password`` -> ``newpassword``)."""
-    return key.lower().translate(_SEPARATORS)
+    return _fold(key).lower().translate(_SEPARATORS)
 
 
 def key_words(key: str) -> list[str]:
     """Split a key into lower-cased words on separators and camelCase (``newPIN_code`` -> new, pin, code)."""
-    return [word.lower() for word in _WORDS.findall(key)]
+    return [word.lower() for word in _WORDS.findall(_fold(key))]
 
 
 def clean(value: str) -> str:

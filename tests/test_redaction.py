@@ -54,6 +54,8 @@ def redactor() -> Redactor:
         # cards and identity numbers
         "pin", "card_pin", "cardPIN", "cvv", "cvc", "CVV2", "card_number", "cardNumber", "cardnumber",
         "credit_card", "creditCardNumber", "ccnum", "cc_number", "ssn", "SSN", "social_security_number", "iban",
+        # Unicode disguises: fullwidth letters, zero-width characters
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", "pass\u200bword", "card\u00adPIN",
         # integrity material
         "signature", "salt", "hash", "password_hash",
     ],
