@@ -14,8 +14,8 @@ JSON cut at the capture cap                          ``omitted="truncated"``
 JSON that does not parse (or is not UTF-8/16/32)     ``omitted="unparseable"``
 ``application/x-www-form-urlencoded``                fields; a cut body keeps its whole pairs
                                                      and sets ``truncated``
-a "form" with raw spaces, quotes, controls, non-ASCII ``omitted="unparseable"`` (not a form: the
-                                                     wrong content type)
+a "form" with raw spaces, quotes, controls, or       ``omitted="unparseable"`` (the wrong
+non-ASCII bytes                                      content type, e.g. multipart or JSON)
 ``multipart/form-data``                              fields; files as :class:`FileInfo` (name,
                                                      size, content type; never contents)
 multipart without a boundary, or malformed           ``omitted="unparseable"``
