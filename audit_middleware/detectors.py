@@ -2,8 +2,9 @@
 
 Used by :class:`audit_middleware.redaction.Redactor`; kept apart so the rules can be read in one place.
 
-Keys are matched after normalisation (lower-cased, ``_ - . space`` removed), so ``newPassword``,
-``new_password`` and ``New-Password`` are the same key. Three kinds of default rules:
+Keys are matched after normalisation (lower-cased, ``_ - . space`` removed; non-ASCII keys NFKC-folded
+without zero-width characters), so ``newPassword``, ``new_password`` and ``New-Password`` are the same
+key. Three kinds of default rules:
 
 * stems matched anywhere in the normalised key (:data:`DEFAULT_DENY_STEMS`: ``password``, ``secret``,
   ``token``...);
