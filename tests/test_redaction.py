@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -709,3 +710,24 @@ def test_text_accepts_a_non_string_without_raising(redactor: Redactor) -> None:
 def test_max_depth_is_bounded() -> None:
     with pytest.raises(ConfigurationError, match="max_depth"):
         RedactionConfig(max_depth=65)
+
+
+def test_one_redactor_is_safe_to_share_between_threads(redactor: Redactor) -> None:
+    errors: list[str] = []
+
+    def work(worker: int) -> None:
+        for index in range(3000):  # distinct keys keep the bounded caches filling and clearing
+            out = redactor.mapping({f"k{worker}_{index}": index, "password": "x"})
+            headers = redactor.headers([(b"x-request-id", f"{worker}-{index}".encode())])
+            if out != {f"k{worker}_{index}": index, "password": REDACTED} or headers != {
+                "x-request-id": f"{worker}-{index}"
+            }:
+                errors.append(f"{worker}/{index}")
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
