@@ -448,10 +448,11 @@ class Redactor:
     def path(self, path: str, template: str | None = None) -> str:
         """Return ``path`` with secret segments masked, bounded and cleaned.
 
-        With the route ``template`` (``/reset/{token}``) a segment whose parameter name is sensitive is
-        masked (a trailing ``{x:path}`` parameter masks the rest of the path). Without one, segments that
-        look like credentials (JWTs, long hex runs, long mixed-case-and-digit strings; not UUIDs) are
-        masked, as are the value detectors' hits.
+        With the route ``template`` (``/reset/{token}``, aligned on its end so a mount prefix does not
+        matter) a segment whose parameter name is sensitive is masked; a sensitive ``{x:path}`` parameter
+        masks all the segments it spans. With or without one, segments that look like credentials (JWTs,
+        16+ hex runs, 20+ mixed-case-and-digit strings; not UUIDs or slugs) are masked, as are the value
+        detectors' hits.
         """
         segments = path[: self._window].split("/")
         trailing = len(segments) > 2 and segments[-1] == ""
