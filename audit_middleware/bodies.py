@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -134,7 +134,10 @@ def _unquote(value: str) -> str:
     if "+" in value:
         value = value.replace("+", " ")
     if "%" in value:
-        return unquote_to_bytes(value).decode("utf-8", "replace")
+        try:
+            return unquote_to_bytes(value).decode("utf-8", "replace")
+        except UnicodeEncodeError:  # lone surrogates in a caller's str: the slower, tolerant way
+            return unquote(value, errors="replace")
     return value
 
 

@@ -475,6 +475,7 @@ def test_captured_headers_config_is_case_insensitive() -> None:
         (f"id_token={JWT}&state=xyz".encode(), {"id_token": REDACTED, "state": "xyz"}),
         (f"redirect={JWT}".encode(), {"redirect": REDACTED}),
         (b"n=%00x", {"n": "x"}),
+        ("s=%41\ud800", {"s": "A\ufffd"}),
     ],
 )
 def test_query(redactor: Redactor, raw: bytes | str, expected: dict[str, Any]) -> None:
