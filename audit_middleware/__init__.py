@@ -5,8 +5,10 @@ See README.md. The public names are listed in ``__all__``.
 
 from __future__ import annotations
 
+from .asgi import AuditMiddleware
 from .buffer import AuditWriter, WriterStats
 from .config import WriterConfig
+from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
 from .records import COLUMNS, AuditEvent
 from .schema import apply as init_db
@@ -14,8 +16,10 @@ from .sinks.postgres import PostgresSink
 
 __all__ = [
     "COLUMNS",
+    "AuditContext",
     "AuditError",
     "AuditEvent",
+    "AuditMiddleware",
     "AuditWriter",
     "ConfigurationError",
     "PostgresSink",
@@ -23,5 +27,6 @@ __all__ = [
     "WriterClosedError",
     "WriterConfig",
     "WriterStats",
+    "audit_context",
     "init_db",
 ]
