@@ -13,6 +13,8 @@ from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedErr
 from .records import COLUMNS, AuditEvent
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
+from .threaded import BackgroundWriter
+from .wsgi import AuditWSGIMiddleware
 
 __all__ = [
     "COLUMNS",
@@ -20,7 +22,9 @@ __all__ = [
     "AuditError",
     "AuditEvent",
     "AuditMiddleware",
+    "AuditWSGIMiddleware",
     "AuditWriter",
+    "BackgroundWriter",
     "ConfigurationError",
     "PostgresSink",
     "SchemaError",
