@@ -10,6 +10,7 @@ from .buffer import AuditWriter, WriterStats
 from .config import WriterConfig
 from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
+from .frameworks import DjangoAuditMiddleware, install_flask
 from .records import COLUMNS, AuditEvent
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
@@ -26,6 +27,7 @@ __all__ = [
     "AuditWriter",
     "BackgroundWriter",
     "ConfigurationError",
+    "DjangoAuditMiddleware",
     "PostgresSink",
     "SchemaError",
     "WriterClosedError",
@@ -33,4 +35,5 @@ __all__ = [
     "WriterStats",
     "audit_context",
     "init_db",
+    "install_flask",
 ]

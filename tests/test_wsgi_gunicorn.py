@@ -1,0 +1,88 @@
+"""A real gunicorn (2 sync workers, forked after the app is built) in front of an audited Flask app."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import httpx
+
+from .conftest import PgTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUESTS = 60
+UID = "0d5f6f36-1f7b-4c9e-8d2a-6f0e3b7b9c11"  # the app's one user
+
+
+async def add_user(pg: PgTarget) -> None:
+    conn = await pg.connect()
+    try:
+        await conn.execute(f'INSERT INTO "{pg.schema}".users (id, email) VALUES ($1, $2)', UID, "ann@example.com")
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("gunicorn did not come up")
+
+
+def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarget) -> None:
+    anyio.run(add_user, pg)
+    port = free_port()
+    env = {**os.environ, "AUDIT_DSN": pg.dsn, "AUDIT_SCHEMA": pg.schema, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    command += ["--graceful-timeout", "20", "--log-level", "warning", "tests.gunicorn_app:app"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base + "/health", process)
+
+        def login(n: int) -> int:
+            password = "correct horse" if n % 3 else "wrong"
+            body = {"email": "ann@example.com", "password": password}
+            with httpx.Client(base_url=base, timeout=10.0) as client:
+                return client.post("/login", json=body).status_code
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(pool.map(login, range(REQUESTS)))
+        assert sorted(set(statuses)) == [200, 401]
+        assert anyio.run(pg.rows) == []  # the writers only flush at exit (see gunicorn_app)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=40)
+    finally:
+        if process.poll() is None:  # pragma: no cover - only when the test already failed
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output.decode(errors="replace")
+    rows = anyio.run(pg.rows)
+    assert len(rows) == REQUESTS
+    actions = sorted(r["action"] for r in rows)
+    assert actions.count("login_failed") == statuses.count(401)
+    assert actions.count("login") == statuses.count(200)
+    pids = {json.loads(r["metadata"])["pid"] for r in rows}
+    assert len(pids) >= 2, f"all rows came from one worker: {pids}"
+    assert process.pid not in pids  # the master never served (nor wrote) anything
+    assert {str(r["user_id"]) for r in rows if r["action"] == "login"} == {UID}  # from the app's response
