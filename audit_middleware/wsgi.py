@@ -83,7 +83,14 @@ class _Exchange:
 
 
 class _TeeInput:
-    """``wsgi.input`` as the app sees it, keeping a capped prefix of what the app reads."""
+    """``wsgi.input`` as the app sees it, keeping a capped prefix of what the app reads.
+
+    Every reading method the app (or its framework) can find goes through the tee; ``readinto`` is
+    offered only when the server's stream has it (werkzeug picks it when present). Other attributes
+    are the server stream's own.
+    """
+
+    _HIDDEN = frozenset({"read1", "readinto1", "peek"})  # would bypass the tee; PEP 3333 does not offer them
 
     def __init__(self, stream: Any, exchange: _Exchange, cap: int, length: int | None) -> None:
         self._stream = stream
@@ -91,36 +98,53 @@ class _TeeInput:
         self._cap = cap
         self._length = length
 
-    def _seen(self, data: bytes, asked: int | None) -> bytes:
+    def _seen(self, data: bytes | memoryview, asked: int | None) -> None:
         exchange = self._exchange
         if data:
             exchange.body_size += len(data)
             if exchange.kept < self._cap:
-                piece = data[: self._cap - exchange.kept]
-                exchange.body.append(bytes(piece))
+                piece = bytes(data[: self._cap - exchange.kept])
+                exchange.body.append(piece)
                 exchange.kept += len(piece)
             if self._length is not None and exchange.body_size >= self._length:
                 exchange.body_complete = True
         elif asked != 0:
             exchange.body_complete = True  # EOF
-        return data
 
     def read(self, *args: Any) -> bytes:
-        size = args[0] if args else None
-        return self._seen(self._stream.read(*args), None if size is None or size < 0 else size)
+        data = self._stream.read(*args)
+        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
+        return data  # type: ignore[no-any-return]
 
     def readline(self, *args: Any) -> bytes:
-        size = args[0] if args else None
-        return self._seen(self._stream.readline(*args), None if size is None or size < 0 else size)
+        data = self._stream.readline(*args)
+        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
+        return data  # type: ignore[no-any-return]
 
     def readlines(self, *args: Any) -> list[bytes]:
-        return [self._seen(line, None) for line in self._stream.readlines(*args)]
+        lines: list[bytes] = self._stream.readlines(*args)
+        for line in lines:
+            self._seen(line, None)
+        return lines
 
     def __iter__(self) -> Iterator[bytes]:
         for line in self._stream:
-            yield self._seen(line, None)
+            self._seen(line, None)
+            yield line
 
-    def __getattr__(self, name: str) -> Any:  # anything else the server's stream offers
+    def __getattr__(self, name: str) -> Any:
+        if name in self._HIDDEN:
+            raise AttributeError(name)
+        if name == "readinto":
+            readinto = self._stream.readinto  # AttributeError when the server's stream has none
+
+            def readinto_with_audit(buffer: Any) -> Any:
+                count = readinto(buffer)
+                if count is not None:
+                    self._seen(memoryview(buffer)[:count], len(buffer))
+                return count
+
+            return readinto_with_audit
         return getattr(self._stream, name)
 
 
