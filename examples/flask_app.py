@@ -61,7 +61,8 @@ class Database:
 
     def __init__(self, dsn: str, schema: str) -> None:
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="example-db", daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="example-db", daemon=True)
+        self.thread.start()
         self.pool: asyncpg.Pool = self.run(_create_pool(dsn, schema))
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -79,6 +80,8 @@ class Database:
     def close(self) -> None:
         self.run(self.pool.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
 
 
 async def _create_pool(dsn: str, schema: str) -> asyncpg.Pool:
