@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._types_asgi import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +25,7 @@ from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
 from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
 from .errors import WriterClosedError
+from .redaction import RedactionConfig
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -80,10 +81,12 @@ class AuditMiddleware:
             shutdown but does not close it).
         routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
-        **options: the other :class:`~audit_middleware.core.MiddlewareConfig` fields.
+        preset, audit_unmapped, ...: the other :class:`~audit_middleware.core.MiddlewareConfig` fields
+            (documented there and in the README).
 
     Raises:
-        ConfigurationError: an option is invalid or unknown; the message names it.
+        ConfigurationError: an option is invalid; the message names it (an unknown keyword is a
+            ``TypeError`` naming it).
 
     Example:
         >>> app.add_middleware(AuditMiddleware, dsn="postgresql://localhost/app")  # doctest: +SKIP
@@ -98,13 +101,45 @@ class AuditMiddleware:
         writer: AuditWriter | None = None,
         routes: Mapping[str, Any] | None = None,
         trusted_proxies: Iterable[str] | str = ("127.0.0.1", "::1"),
-        **options: Any,
+        preset: bool = True,
+        audit_unmapped: bool = False,
+        unmapped_action: str = "http_request",
+        proxy_header: str = "x-forwarded-for",
+        request_id_header: str | None = "x-request-id",
+        user_resolver: Callable[[Any], Any] | None = None,
+        user_from_response: bool = True,
+        outcome_actions: bool = True,
+        failed_suffix: str = "_failed",
+        failure_status: int = 400,
+        capture_body: bool = True,
+        max_response_peek: int = 16 * 1024,
+        redaction: RedactionConfig | None = None,
+        processors: Sequence[Callable[[dict[str, Any]], dict[str, Any] | None]] = (),
+        writer_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # Explicit keywords (not **options) so Starlette's typed add_middleware() accepts the class;
+        # an unknown keyword is a TypeError naming it. The values are validated by MiddlewareConfig.
         self.app = app
-        if not isinstance(trusted_proxies, str):
-            trusted_proxies = tuple(trusted_proxies)
-        config = MiddlewareConfig.from_options(
-            dsn=dsn, writer=writer, routes=routes, trusted_proxies=trusted_proxies, **options
+        config = MiddlewareConfig(
+            dsn=dsn,
+            writer=writer,
+            writer_options=writer_options or {},
+            routes=routes,
+            preset=preset,
+            audit_unmapped=audit_unmapped,
+            unmapped_action=unmapped_action,
+            trusted_proxies=trusted_proxies if isinstance(trusted_proxies, str) else tuple(trusted_proxies),
+            proxy_header=proxy_header,
+            request_id_header=request_id_header,
+            user_resolver=user_resolver,
+            user_from_response=user_from_response,
+            outcome_actions=outcome_actions,
+            failed_suffix=failed_suffix,
+            failure_status=failure_status,
+            capture_body=capture_body,
+            max_response_peek=max_response_peek,
+            redaction=redaction,
+            processors=processors,
         )
         self.core = AuditCore(config)
         self.writer, self._owns_writer = self.core.make_writer()
@@ -144,9 +179,6 @@ class AuditMiddleware:
         core, writer = self.core, self.writer
         if not writer.started:
             self._start_writer()
-        context = scope.get(CONTEXT_KEY)
-        if not isinstance(context, AuditContext):
-            context = scope[CONTEXT_KEY] = AuditContext()
         spec = match.spec if match is not None else None
         user_before = scope.get("user")
         if spec is not None and spec.user_before and self._has_resolver:
@@ -177,9 +209,13 @@ class AuditMiddleware:
             if kind == "http.response.start":
                 exchange.status = message["status"]
                 if exchange.peek:
-                    exchange.response_headers = headers = message.get("headers", ())
-                    if not any(k.lower() == b"content-type" and b"json" in v for k, v in headers):
-                        exchange.peek = 0  # only JSON bodies name a user; cookies are in the headers
+                    headers = message.get("headers", ())
+                    if isinstance(headers, list | tuple):  # never consume an iterator the server still needs
+                        exchange.response_headers = headers
+                        if not any(k.lower() == b"content-type" and b"json" in v for k, v in headers):
+                            exchange.peek = 0  # only JSON bodies name a user; cookies are in the headers
+                    else:
+                        exchange.peek = 0
             elif kind == "http.response.body":
                 body = message.get("body", b"")
                 exchange.bytes_sent += len(body)

@@ -20,13 +20,21 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from .context import AuditContext
 from .errors import ConfigurationError
-from .identity import TrustedProxies, attempted_identifier, user_from_response, user_id_of
+from .identity import (
+    IDENTIFIER_FIELDS,
+    MAX_IDENTIFIER,
+    TrustedProxies,
+    attempted_identifier,
+    user_from_response,
+    user_id_of,
+)
 from .preset import AUTH_PRESET
 from .records import MAX_ACTION_LENGTH, AuditEvent
+from .redaction import REDACTED, RedactionConfig, Redactor, build_chain
 from .routing import RouteMatch, RouteSpec, compile_routes
 
 __all__ = ["AuditCore", "MiddlewareConfig", "RequestInfo", "ResponseInfo"]
@@ -66,7 +74,8 @@ class MiddlewareConfig:
         capture_body: capture (redacted) request bodies of audited routes.
         max_response_peek: bytes of a login-type JSON response kept to find the user (never buffered).
         redaction: a ``RedactionConfig``; None uses the defaults.
-        processors: extra redaction steps, ``fn(event) -> event`` (raise ``SkipAudit`` to drop it).
+        processors: steps over the final metadata, ``fn(metadata) -> metadata`` (return None or raise
+            ``SkipAudit`` to drop the event); see ``redaction.build_chain``.
     """
 
     dsn: str | None = None
@@ -86,8 +95,8 @@ class MiddlewareConfig:
     failure_status: int = 400
     capture_body: bool = True
     max_response_peek: int = 16 * 1024
-    redaction: Any = None
-    processors: Sequence[Callable[[Any], Any]] = ()
+    redaction: RedactionConfig | None = None
+    processors: Sequence[Callable[[dict[str, Any]], dict[str, Any] | None]] = ()
 
     def __post_init__(self) -> None:
         for name in ("preset", "audit_unmapped", "user_from_response", "outcome_actions", "capture_body"):
@@ -118,6 +127,8 @@ class MiddlewareConfig:
         if not isinstance(self.processors, Sequence) or not all(callable(p) for p in self.processors):
             raise ConfigurationError("processors must be a sequence of callables")
         object.__setattr__(self, "processors", tuple(self.processors))
+        if self.redaction is not None and not isinstance(self.redaction, RedactionConfig):
+            raise ConfigurationError(f"redaction must be a RedactionConfig, got {type(self.redaction).__name__}")
         TrustedProxies(self.trusted_proxies, self.proxy_header)  # validates both
 
     @classmethod
@@ -178,6 +189,18 @@ def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
 
 
+def _identifier_from(body: Any) -> str | None:
+    """The attempted identifier among a redacted body's fields (already cleaned and masked)."""
+    fields = body.get("fields") if isinstance(body, dict) else None
+    if not isinstance(fields, dict):
+        return None
+    for name in IDENTIFIER_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:MAX_IDENTIFIER]
+    return None
+
+
 def route_path(path: str, root_path: str) -> str:
     """``path`` relative to the mount point ``root_path`` (ASGI puts the mount in both)."""
     if root_path and path.startswith(root_path) and (len(path) == len(root_path) or path[len(root_path)] == "/"):
@@ -210,8 +233,6 @@ class AuditCore:
     """
 
     def __init__(self, config: MiddlewareConfig | None = None, **options: Any) -> None:
-        from .redaction import RedactionConfig, Redactor, build_chain
-
         if config is None:
             config = MiddlewareConfig.from_options(**options)
         elif options:
@@ -219,14 +240,16 @@ class AuditCore:
         self.config = config
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
-        if not isinstance(redaction, RedactionConfig):
-            raise ConfigurationError(f"redaction must be a RedactionConfig, got {type(redaction).__name__}")
         self.redactor = Redactor(redaction)
         self.body_cap: int = redaction.max_body_bytes
-        self._chain = build_chain(config.processors) if config.processors else None
+        self._chain = build_chain(cast(Any, config.processors)) if config.processors else None
         self.proxies = TrustedProxies(config.trusted_proxies, config.proxy_header)
-        self._forward_header = self.proxies.header
-        self._rid_header = config.request_id_header.lower() if config.request_id_header else None
+        names = {"user-agent": "user_agent", "content-type": "content_type", "content-encoding": "content_encoding"}
+        names[self.proxies.header] = "forwarded"
+        if config.request_id_header:
+            names[config.request_id_header.lower()] = "request_id"
+        self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
+        self._top_level_headers = tuple(k for k, v in names.items() if v in ("user_agent", "forwarded", "request_id"))
         self._suffix = config.failed_suffix
         self.errors = 0
         self.skipped = 0
@@ -305,11 +328,11 @@ class AuditCore:
             event = AuditEvent(action, self._user(request, response, spec, context))
             event.metadata = self._metadata(request, response, match, spec, context, event)
             if self._chain is not None:
-                result = self._chain(event)
+                result = self._chain(event.metadata)
                 if result is None:
                     self.skipped += 1
                     return None
-                event = result
+                event.metadata = result
             return event
         except Exception as exc:
             return self._minimal(request, response, match, action, exc)
@@ -328,12 +351,14 @@ class AuditCore:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action
             return None
-        action = spec.action
-        if callable(action):
-            action = action(request, response)
-            if action is None:
+        action: str
+        if callable(spec.action):
+            computed = spec.action(request, response)
+            if computed is None:
                 return None
-            action = str(action)
+            action = str(computed)
+        else:
+            action = spec.action
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if outcome and self._failed(response):
             return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
@@ -367,24 +392,27 @@ class AuditCore:
         event: AuditEvent,
     ) -> dict[str, Any]:
         redactor = self.redactor
-        pairs: list[tuple[str, str]] = []
+        given: Sequence[tuple[Any, Any]] = request.headers
+        raw_headers: Sequence[tuple[bytes, bytes]] = given
+        if given and type(given[0][0]) is str:  # WSGI: the redactor takes ASGI-style bytes pairs
+            raw_headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]
+        wanted = self._wanted
+        found: dict[str, str] = {}
         forwarded: list[str] = []
-        user_agent = request_id = content_type = content_encoding = None
-        for raw_name, raw_value in request.headers:
-            name, value = _text(raw_name).lower(), _text(raw_value)
-            pairs.append((name, value))
-            if name == "user-agent":
-                user_agent = value
-            elif name == self._forward_header:
+        for raw_name, raw_value in raw_headers:
+            key = wanted.get(raw_name)  # ASGI header names are lower-case (the WSGI ones were lowered above)
+            if key is None:
+                continue
+            value = raw_value.decode("latin-1")
+            if key == "forwarded":
                 forwarded.append(value)
-            elif name == self._rid_header:
-                request_id = value.strip()
-            elif name == "content-type":
-                content_type = value
-            elif name == "content-encoding":
-                content_encoding = value
+            else:
+                found[key] = value
+        user_agent = found.get("user_agent")
+        request_id = found.get("request_id", "").strip()
+        content_type = found.get("content_type")
         ip, chain = self.proxies.client_ip(request.client, forwarded)
-        if request_id is None or not _REQUEST_ID.match(request_id):
+        if not request_id or not _REQUEST_ID.match(request_id):
             request_id = str(event.id)
         template = response.route_template or (match.template if match is not None else None)
         path = route_path(request.path, request.root_path)[:MAX_PATH]
@@ -411,23 +439,30 @@ class AuditCore:
         if chain:
             metadata["forwarded_for"] = chain
         if request.query_string:
-            metadata["query"] = redactor.query(_text(request.query_string))
-        headers = redactor.headers(pairs)
+            metadata["query"] = redactor.query(request.query_string)
+        headers = redactor.headers(raw_headers)
+        for name in self._top_level_headers:  # already stored at the top level
+            headers.pop(name, None)
         if headers:
             metadata["headers"] = headers
+        body: Any = None
         if request.body_size and self.wants_body(match):
             allow = spec.body if spec is not None and isinstance(spec.body, tuple) else None
-            metadata["body"] = redactor.body(
+            body = metadata["body"] = redactor.body(
                 content_type,
                 request.body,
                 complete=request.body_complete,
-                content_encoding=content_encoding,
+                content_encoding=found.get("content_encoding"),
                 allow_fields=allow,
             )
         if spec is not None and spec.identifier and request.body and content_type:
-            identifier = attempted_identifier(content_type, request.body)
-            if identifier is not None:
-                metadata["identifier"] = redactor.text(identifier)
+            identifier = _identifier_from(body)
+            if identifier is None:  # the body was not captured, or its allowlist dropped the field
+                identifier = attempted_identifier(content_type, request.body)
+                if identifier is not None:
+                    identifier = redactor.text(identifier)
+            if identifier is not None and identifier != REDACTED:
+                metadata["identifier"] = identifier
         if spec is not None and spec.metadata:
             metadata.update(spec.metadata)
         if context is not None and context.metadata:

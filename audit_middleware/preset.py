@@ -12,6 +12,7 @@ user before the app runs.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .routing import RouteSpec
@@ -42,7 +43,7 @@ PRESET_TABLE: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("POST **/signin", "login", _LOGIN, "generic"),
     ("POST **/sign-in", "login", _LOGIN, "generic"),
     ("POST **/us-signin", "login", _LOGIN, "Flask-Security unified sign-in"),
-    ("POST **/token", "login", _LOGIN, "OAuth2 token endpoint, FastAPI OAuth2PasswordRequestForm, SimpleJWT"),
+    ("POST **/token", "login", _LOGIN, "OAuth2 token endpoint (`token_refresh` for grant_type=refresh_token)"),
     ("POST **/jwt/create", "login", _LOGIN, "Djoser JWT"),
     # MFA / OTP
     ("POST **/tf-validate", "mfa_verify", _LOGIN, "Flask-Security two-factor"),
@@ -82,7 +83,18 @@ PRESET_TABLE: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("POST **/change", "password_change", {}, "Flask-Security /change"),
 )
 
+_GRANT = re.compile(rb'grant_type"?\s*[=:]\s*"?refresh_token')
+
+
+def oauth_token_action(request: Any, response: Any) -> str:
+    """``login`` for an OAuth2 token request, ``token_refresh`` when its grant_type is refresh_token."""
+    return "token_refresh" if _GRANT.search(request.body) else "login"
+
+
+_CALLABLE_ACTIONS: dict[str, Any] = {"POST **/token": oauth_token_action}
+
 AUTH_PRESET: dict[str, RouteSpec] = {
-    key: RouteSpec(action=action, **options) for key, action, options, _where in PRESET_TABLE
+    key: RouteSpec(action=_CALLABLE_ACTIONS.get(key, action), **options)
+    for key, action, options, _where in PRESET_TABLE
 }
 """The preset as a routes mapping (pass ``preset=False`` to the middleware to disable it)."""

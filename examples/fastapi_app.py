@@ -85,13 +85,14 @@ class TokenBackend(AuthenticationBackend):
         return AuthCredentials(["authenticated"]), SimpleUser(str(user_id))
 
 
-def create_app(dsn: str) -> FastAPI:
+def create_app(dsn: str, *, schema: str = "public") -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        settings = {"search_path": schema}
+        app.state.db = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings=settings)
         async with app.state.db.acquire() as conn:
             await conn.execute(USERS_SQL)
-            await init_db(conn, users_table="users")
+            await init_db(conn, schema=schema, users_table="users", users_schema=schema)
         yield
         await app.state.db.close()
 
@@ -154,7 +155,7 @@ def create_app(dsn: str) -> FastAPI:
             raise HTTPException(401, "Unauthorized")
         return {"id": request.user.username}
 
-    app.add_middleware(AuditMiddleware, dsn=dsn)  # <- the whole audit setup
+    app.add_middleware(AuditMiddleware, dsn=dsn, writer_options={"schema": schema})  # <- the whole audit setup
     app.add_middleware(AuthenticationMiddleware, backend=TokenBackend())
     return app
 
@@ -170,12 +171,13 @@ def database() -> str:
 
 
 def how_to_look(dsn: str) -> str:
-    where = f"embedded PostgreSQL, data in {DATA_DIR.resolve()}" if "AUDIT_DSN" not in os.environ else "$AUDIT_DSN"
+    if "AUDIT_DSN" in os.environ:
+        return f"audit rows go to $AUDIT_DSN, table user_audit_logs\nlook at them with:  python {__file__} --show"
     return (
-        f"audit rows go to: {where}\n"
-        f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
+        f"audit rows go to an embedded PostgreSQL, data in {DATA_DIR.resolve()}\n"
+        f"while the app runs:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
         "ORDER BY created_at DESC LIMIT 20'\n"
-        "                or:  python examples/fastapi_app.py --show"
+        "any time:            python examples/fastapi_app.py --show   (starts the embedded server if needed)"
     )
 
 
@@ -210,10 +212,11 @@ async def demo(dsn: str) -> None:
 
 
 async def _flush(app: Any) -> None:
+    """Write what the middleware buffered and close its writer (what lifespan shutdown does under uvicorn)."""
     while app is not None and not isinstance(app, AuditMiddleware):
         app = getattr(app, "app", None)
     if app is not None:
-        await app.writer.flush(10)
+        await app.writer.aclose(10)
 
 
 def main() -> None:

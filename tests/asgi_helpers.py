@@ -92,7 +92,7 @@ class Driver:
         self.received.append(message)
         return message
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Any) -> None:
         self.sent.append(message)
 
     @property

@@ -9,13 +9,13 @@ from typing import Any
 
 import anyio
 import pytest
-from asgi_helpers import BEARER, PASSWORD, UID, Driver, client, http_scope, ok_app, read_body, respond
 
 from audit_middleware import AuditWriter, ConfigurationError
 from audit_middleware.asgi import AuditMiddleware
 from audit_middleware.context import audit_context
 from audit_middleware.redaction import SkipAudit
 from audit_middleware.testing import MemorySink
+from tests.asgi_helpers import BEARER, PASSWORD, UID, Driver, client, http_scope, ok_app, read_body, respond
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ def wrap(app: Any, writer: AuditWriter, **options: Any) -> AuditMiddleware:
 # -- what is recorded ------------------------------------------------------------------------------
 
 
-async def test_login_is_recorded_with_the_metadata_layout(writer, sink):
+async def test_login_is_recorded_with_the_metadata_layout(writer: AuditWriter, sink: MemorySink) -> None:
     app = wrap(ok_app(), writer)
     async with client(app) as c:
         response = await c.post("/login", json={"email": "alice@example.com", "password": PASSWORD})
@@ -57,7 +57,7 @@ async def test_login_is_recorded_with_the_metadata_layout(writer, sink):
     sink.assert_no_secret(PASSWORD)
 
 
-async def test_failed_status_records_failed_action(writer, sink):
+async def test_failed_status_records_failed_action(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(401), writer)) as c:
         await c.post("/auth/jwt/login", data={"username": "bob", "password": PASSWORD})
     await writer.flush()
@@ -77,14 +77,16 @@ async def test_failed_status_records_failed_action(writer, sink):
         ({"routes": {"POST /thing": "thing"}, "failure_status": 500}, "thing"),
     ],
 )
-async def test_failed_action_naming_is_configurable(writer, sink, options, expected):
+async def test_failed_action_naming_is_configurable(
+    writer: AuditWriter, sink: MemorySink, options: Any, expected: Any
+) -> None:
     async with client(wrap(ok_app(403), writer, **options)) as c:
         await c.post("/thing")
     await writer.flush()
     assert sink.actions() == [expected]
 
 
-async def test_request_id_header_is_used_when_valid(writer, sink):
+async def test_request_id_header_is_used_when_valid(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(), writer)) as c:
         await c.post("/login", headers={"x-request-id": "req-123"})
         await c.post("/login", headers={"x-request-id": "bad id with spaces <script>"})
@@ -94,7 +96,7 @@ async def test_request_id_header_is_used_when_valid(writer, sink):
     assert second.metadata["request_id"] == str(second.id)
 
 
-async def test_unmapped_requests_are_not_recorded_by_default(writer, sink):
+async def test_unmapped_requests_are_not_recorded_by_default(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(), writer)) as c:
         await c.get("/items")
         await c.get("/login")  # the form, not a sign-in
@@ -102,7 +104,7 @@ async def test_unmapped_requests_are_not_recorded_by_default(writer, sink):
     assert sink.rows == []
 
 
-async def test_unmapped_requests_recorded_when_asked(writer, sink):
+async def test_unmapped_requests_recorded_when_asked(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(404), writer, audit_unmapped=True)) as c:
         await c.get("/items?page=2")
     await writer.flush()
@@ -111,8 +113,8 @@ async def test_unmapped_requests_recorded_when_asked(writer, sink):
     assert "query" in event.metadata
 
 
-async def test_custom_route_spec_metadata_and_callable(writer, sink):
-    def choose(request, response):
+async def test_custom_route_spec_metadata_and_callable(writer: AuditWriter, sink: MemorySink) -> None:
+    def choose(request: Any, response: Any) -> Any:
         return "bulk_delete" if request.method == "DELETE" else None
 
     routes = {"POST /export": {"action": "export_data", "metadata": {"kind": "csv"}}, "* /items": choose}
@@ -126,7 +128,7 @@ async def test_custom_route_spec_metadata_and_callable(writer, sink):
     assert sink.events[0].metadata["kind"] == "csv"
 
 
-async def test_route_mapped_to_none_disables_a_preset_route(writer, sink):
+async def test_route_mapped_to_none_disables_a_preset_route(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(), writer, routes={"POST /token": None})) as c:
         await c.post("/token")
         await c.post("/login")
@@ -134,7 +136,7 @@ async def test_route_mapped_to_none_disables_a_preset_route(writer, sink):
     assert sink.actions() == ["login"]
 
 
-async def test_body_capture_can_be_disabled_per_route(writer, sink):
+async def test_body_capture_can_be_disabled_per_route(writer: AuditWriter, sink: MemorySink) -> None:
     routes = {"POST /quiet": {"action": "quiet", "body": False}}
     async with client(wrap(ok_app(), writer, routes=routes)) as c:
         await c.post("/quiet", json={"note": "private-ish"})
@@ -143,7 +145,7 @@ async def test_body_capture_can_be_disabled_per_route(writer, sink):
     sink.assert_no_secret("private-ish")
 
 
-async def test_client_ip_from_trusted_proxy(writer, sink):
+async def test_client_ip_from_trusted_proxy(writer: AuditWriter, sink: MemorySink) -> None:
     app = wrap(ok_app(), writer, trusted_proxies=["10.0.0.0/8"])
     async with client(app) as c:
         await c.post("/login", headers={"x-forwarded-for": "6.6.6.6, 203.0.113.7, 10.0.0.9"})
@@ -170,7 +172,7 @@ async def test_client_ip_from_trusted_proxy(writer, sink):
         ("/api//login/", "/api"),
     ],
 )
-async def test_bypass_paths_are_still_audited(writer, sink, path, root_path):
+async def test_bypass_paths_are_still_audited(writer: AuditWriter, sink: MemorySink, path: Any, root_path: Any) -> None:
     app = wrap(ok_app(), writer, routes={"POST /login": "custom_login"}, preset=False)
     driver = Driver()
     await app(http_scope("POST", path, root_path=root_path), driver.receive, driver.send)
@@ -181,12 +183,12 @@ async def test_bypass_paths_are_still_audited(writer, sink, path, root_path):
 # -- the app never notices -----------------------------------------------------------------------------
 
 
-async def test_body_passthrough_is_byte_exact_chunked_and_large(writer, sink):
+async def test_body_passthrough_is_byte_exact_chunked_and_large(writer: AuditWriter, sink: MemorySink) -> None:
     payload = bytes(range(256)) * 4096 * 3  # 3 MiB
     chunks = [payload[i : i + 65536 + 17] for i in range(0, len(payload), 65536 + 17)]
     seen: list[bytes] = []
 
-    async def app(scope, receive, send):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(await read_body(receive))
         await respond(send, body=hashlib.sha256(seen[0]).hexdigest().encode())
 
@@ -206,11 +208,14 @@ async def test_body_passthrough_is_byte_exact_chunked_and_large(writer, sink):
     assert len(sink.rows[0][3]) < 200_000  # only a capped, described prefix is kept
 
 
-async def test_messages_reach_the_app_unchanged(writer, sink):
-    messages = [{"type": "http.request", "body": b"a", "more_body": True}, {"type": "http.request", "body": b"b"}]
+async def test_messages_reach_the_app_unchanged(writer: AuditWriter, sink: MemorySink) -> None:
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"a", "more_body": True},
+        {"type": "http.request", "body": b"b"},
+    ]
     got: list[Any] = []
 
-    async def app(scope, receive, send):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         got.append(await receive())
         got.append(await receive())
         got.append(await receive())  # the client is gone: http.disconnect is delivered as before
@@ -223,7 +228,7 @@ async def test_messages_reach_the_app_unchanged(writer, sink):
     assert [m["type"] for m in driver.sent] == ["http.response.start", "http.response.body"]
 
 
-async def test_handler_that_never_reads_the_body_is_not_made_to(writer, sink):
+async def test_handler_that_never_reads_the_body_is_not_made_to(writer: AuditWriter, sink: MemorySink) -> None:
     driver = Driver([{"type": "http.request", "body": b"x" * 10, "more_body": True}])
     await wrap(ok_app(413, read=False), writer)(http_scope(), driver.receive, driver.send)
     assert driver.receive_calls == 0
@@ -231,10 +236,10 @@ async def test_handler_that_never_reads_the_body_is_not_made_to(writer, sink):
     assert sink.actions() == ["login_failed"]
 
 
-async def test_streaming_response_is_not_buffered(writer, sink):
+async def test_streaming_response_is_not_buffered(writer: AuditWriter, sink: MemorySink) -> None:
     first_chunk_seen = anyio.Event()
 
-    async def sse(scope, receive, send):
+    async def sse(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         await first_chunk_seen.wait()  # deadlocks if the middleware held the first chunk back
@@ -243,7 +248,7 @@ async def test_streaming_response_is_not_buffered(writer, sink):
     driver = Driver()
     outer_send = driver.send
 
-    async def send(message):
+    async def send(message: Any) -> None:
         await outer_send(message)
         if message.get("body") == b"data: 1\n\n":
             first_chunk_seen.set()
@@ -256,10 +261,10 @@ async def test_streaming_response_is_not_buffered(writer, sink):
     assert sink.events[0].metadata["http"]["status"] == 200
 
 
-async def test_app_exception_propagates_unchanged_and_is_recorded_as_500(writer, sink):
+async def test_app_exception_propagates_unchanged_and_is_recorded_as_500(writer: AuditWriter, sink: MemorySink) -> None:
     error = ValueError("boom")
 
-    async def app(scope, receive, send):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         raise error
 
     driver = Driver()
@@ -272,8 +277,8 @@ async def test_app_exception_propagates_unchanged_and_is_recorded_as_500(writer,
     assert event.metadata["http"]["status"] == 500 and event.metadata["http"]["exception"] == "ValueError"
 
 
-async def test_client_disconnect_before_the_response_is_recorded(writer, sink):
-    async def app(scope, receive, send):
+async def test_client_disconnect_before_the_response_is_recorded(writer: AuditWriter, sink: MemorySink) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
@@ -285,8 +290,8 @@ async def test_client_disconnect_before_the_response_is_recorded(writer, sink):
     assert event.metadata["http"]["outcome"] == "client_disconnected"
 
 
-async def test_send_failure_after_disconnect_is_recorded_and_reraised(writer, sink):
-    async def failing_send(message):
+async def test_send_failure_after_disconnect_is_recorded_and_reraised(writer: AuditWriter, sink: MemorySink) -> None:
+    async def failing_send(message: Any) -> None:
         raise OSError("client went away")
 
     driver = Driver()
@@ -296,8 +301,8 @@ async def test_send_failure_after_disconnect_is_recorded_and_reraised(writer, si
     assert sink.events[0].metadata["http"]["outcome"] == "client_disconnected"
 
 
-async def test_cancellation_propagates_and_is_recorded(writer, sink):
-    async def slow(scope, receive, send):
+async def test_cancellation_propagates_and_is_recorded(writer: AuditWriter, sink: MemorySink) -> None:
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
         await asyncio.sleep(30)
 
     driver = Driver()
@@ -310,17 +315,18 @@ async def test_cancellation_propagates_and_is_recorded(writer, sink):
     assert sink.events[0].metadata["http"]["outcome"] == "client_disconnected"
 
 
-async def test_non_http_scopes_pass_through(writer, sink):
+async def test_non_http_scopes_pass_through(writer: AuditWriter, sink: MemorySink) -> None:
     seen = []
 
-    async def app(scope, receive, send):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    await wrap(app, writer)({"type": "websocket", "path": "/login"}, None, None)
+    driver = Driver()
+    await wrap(app, writer)({"type": "websocket", "path": "/login"}, driver.receive, driver.send)
     assert seen == ["websocket"] and sink.rows == []
 
 
-async def test_double_installation_records_once(writer, sink):
+async def test_double_installation_records_once(writer: AuditWriter, sink: MemorySink) -> None:
     app = wrap(wrap(ok_app(), writer), writer)
     async with client(app) as c:
         await c.post("/login")
@@ -331,12 +337,12 @@ async def test_double_installation_records_once(writer, sink):
 # -- users -----------------------------------------------------------------------------------------
 
 
-async def test_user_from_scope_user_set_by_auth_middleware(writer, sink):
+async def test_user_from_scope_user_set_by_auth_middleware(writer: AuditWriter, sink: MemorySink) -> None:
     class User:
         is_authenticated = True
         identity = UID
 
-    async def with_user(scope, receive, send):
+    async def with_user(scope: Any, receive: Any, send: Any) -> None:
         scope["user"] = User()
         await ok_app()(scope, receive, send)
 
@@ -346,7 +352,7 @@ async def test_user_from_scope_user_set_by_auth_middleware(writer, sink):
     assert str(sink.events[0].user_id) == UID
 
 
-async def test_client_sent_token_is_never_trusted_for_the_user(writer, sink):
+async def test_client_sent_token_is_never_trusted_for_the_user(writer: AuditWriter, sink: MemorySink) -> None:
     async with client(wrap(ok_app(), writer, routes={"POST /export": "export_data"})) as c:
         await c.post("/export", headers={"authorization": f"Bearer {BEARER}"})
     await writer.flush()
@@ -355,14 +361,14 @@ async def test_client_sent_token_is_never_trusted_for_the_user(writer, sink):
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-async def test_user_resolver_sync_and_async(writer, sink, is_async):
-    def resolve(scope):
+async def test_user_resolver_sync_and_async(writer: AuditWriter, sink: MemorySink, is_async: Any) -> None:
+    def resolve(scope: Any) -> Any:
         return scope["headers_user"]
 
-    async def aresolve(scope):
+    async def aresolve(scope: Any) -> Any:
         return scope["headers_user"]
 
-    async def app(scope, receive, send):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         scope["headers_user"] = UID
         await ok_app()(scope, receive, send)
 
@@ -374,11 +380,13 @@ async def test_user_resolver_sync_and_async(writer, sink, is_async):
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-async def test_resolver_exception_never_reaches_the_request(writer, sink, is_async, caplog):
-    def resolve(scope):
+async def test_resolver_exception_never_reaches_the_request(
+    writer: AuditWriter, sink: MemorySink, is_async: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def resolve(scope: Any) -> Any:
         raise RuntimeError("resolver bug")
 
-    async def aresolve(scope):
+    async def aresolve(scope: Any) -> Any:
         raise RuntimeError("resolver bug")
 
     app = wrap(ok_app(), writer, user_resolver=aresolve if is_async else resolve, routes={"POST /x": "x"})
@@ -391,13 +399,13 @@ async def test_resolver_exception_never_reaches_the_request(writer, sink, is_asy
     assert app.core.errors == 1 and "resolver bug" in caplog.text
 
 
-async def test_logout_resolves_the_user_before_the_session_is_destroyed(writer, sink):
+async def test_logout_resolves_the_user_before_the_session_is_destroyed(writer: AuditWriter, sink: MemorySink) -> None:
     sessions = {"s1": UID}
 
-    def resolve(scope):
+    def resolve(scope: Any) -> Any:
         return sessions.get("s1")
 
-    async def logout(scope, receive, send):
+    async def logout(scope: Any, receive: Any, send: Any) -> None:
         sessions.clear()
         await ok_app()(scope, receive, send)
 
@@ -407,7 +415,7 @@ async def test_logout_resolves_the_user_before_the_session_is_destroyed(writer, 
     assert sink.actions() == ["logout"] and str(sink.events[0].user_id) == UID
 
 
-async def test_login_user_comes_from_the_apps_own_response(writer, sink):
+async def test_login_user_comes_from_the_apps_own_response(writer: AuditWriter, sink: MemorySink) -> None:
     body = b'{"user_id": "%s", "token_type": "bearer"}' % UID.encode()
     async with client(wrap(ok_app(body=body, content_type=b"application/json"), writer)) as c:
         response = await c.post("/login", json={"username": "alice", "password": PASSWORD})
@@ -419,8 +427,8 @@ async def test_login_user_comes_from_the_apps_own_response(writer, sink):
 # -- enrichment ------------------------------------------------------------------------------------
 
 
-async def test_handler_enriches_its_event(writer, sink):
-    async def app(scope, receive, send):
+async def test_handler_enriches_its_event(writer: AuditWriter, sink: MemorySink) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         audit_context(scope).update(user=UID, method="email_link")
         await ok_app()(scope, receive, send)
 
@@ -433,8 +441,8 @@ async def test_handler_enriches_its_event(writer, sink):
     sink.assert_no_secret(PASSWORD, "t0k3n-secret")
 
 
-async def test_contextvar_enrichment_and_action_override(writer, sink):
-    async def app(scope, receive, send):
+async def test_contextvar_enrichment_and_action_override(writer: AuditWriter, sink: MemorySink) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         audit_context().update(action="custom_action", rows=3)
         await ok_app(500)(scope, receive, send)
 
@@ -444,8 +452,8 @@ async def test_contextvar_enrichment_and_action_override(writer, sink):
     assert sink.actions() == ["custom_action"] and sink.events[0].metadata["rows"] == 3
 
 
-async def test_enrichment_on_an_unmapped_route_records_it(writer, sink):
-    async def app(scope, receive, send):
+async def test_enrichment_on_an_unmapped_route_records_it(writer: AuditWriter, sink: MemorySink) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         audit_context(scope).update(action="export_data", rows=12)
         await ok_app()(scope, receive, send)
 
@@ -455,8 +463,8 @@ async def test_enrichment_on_an_unmapped_route_records_it(writer, sink):
     assert sink.actions() == ["export_data"] and sink.events[0].metadata["rows"] == 12
 
 
-async def test_handler_can_skip_its_event(writer, sink):
-    async def app(scope, receive, send):
+async def test_handler_can_skip_its_event(writer: AuditWriter, sink: MemorySink) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         audit_context(scope).skip()
         await ok_app()(scope, receive, send)
 
@@ -469,8 +477,8 @@ async def test_handler_can_skip_its_event(writer, sink):
 # -- failures inside auditing ----------------------------------------------------------------------
 
 
-async def test_processor_can_drop_an_event(writer, sink):
-    def drop(event):
+async def test_processor_can_drop_an_event(writer: AuditWriter, sink: MemorySink) -> None:
+    def drop(event: Any) -> Any:
         raise SkipAudit
 
     app = wrap(ok_app(), writer, processors=[drop])
@@ -480,8 +488,8 @@ async def test_processor_can_drop_an_event(writer, sink):
     assert sink.rows == [] and app.core.skipped == 1
 
 
-async def test_failure_inside_auditing_still_records_a_minimal_event(writer, sink):
-    def broken(request, response):
+async def test_failure_inside_auditing_still_records_a_minimal_event(writer: AuditWriter, sink: MemorySink) -> None:
+    def broken(request: Any, response: Any) -> None:
         raise KeyError("bug in a user callable")
 
     app = wrap(ok_app(), writer, routes={"POST /x": broken})
@@ -495,7 +503,7 @@ async def test_failure_inside_auditing_still_records_a_minimal_event(writer, sin
     sink.assert_no_secret(PASSWORD)
 
 
-async def test_recording_after_the_writer_closed_never_fails_the_request(writer, sink):
+async def test_recording_after_the_writer_closed_never_fails_the_request(writer: AuditWriter, sink: MemorySink) -> None:
     app = wrap(ok_app(), writer)
     await writer.aclose()
     async with client(app) as c:
@@ -503,17 +511,66 @@ async def test_recording_after_the_writer_closed_never_fails_the_request(writer,
     assert response.status_code == 200 and app.core.errors == 1
 
 
-def test_invalid_configuration_fails_at_construction(sink):
+def test_invalid_configuration_fails_at_construction(sink: MemorySink) -> None:
     writer = AuditWriter(sink=sink)
-    with pytest.raises(ConfigurationError, match="bogus_option"):
-        AuditMiddleware(ok_app(), writer=writer, bogus_option=1)
+    with pytest.raises(TypeError, match="bogus_option"):
+        AuditMiddleware(ok_app(), writer=writer, bogus_option=1)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="failure_status"):
+        AuditMiddleware(ok_app(), writer=writer, failure_status=99)
     with pytest.raises(ConfigurationError, match="longer than 100"):
         AuditMiddleware(ok_app(), writer=writer, routes={"POST /x": "a" * 101})
     with pytest.raises(ConfigurationError, match="GET /x/"):
         AuditMiddleware(ok_app(), writer=writer, routes={"GET /x/{id:nope}": "a"})
 
 
-def test_missing_dsn_fails_at_construction(monkeypatch):
+def test_missing_dsn_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUDIT_DSN", raising=False)
     with pytest.raises(ConfigurationError, match="dsn"):
         AuditMiddleware(ok_app())
+
+
+# -- no secret in any row ----------------------------------------------------------------------------
+
+SECRETS = {
+    "password": "pw-Zq8#kL2!vX",
+    "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.sIgNaTuRe_secret_1",
+    "cookie": "sessionid=cookie-secret-value-42",
+    "api_key": "ak_live_51HsecretKEY",
+    "reset_token": "rtok-secret-77f0a1",
+    "query_token": "qtok-secret-9b2c",
+    "client_secret": "cs-secret-4d4d",
+    "card": "4111111111111111",
+}
+
+
+async def test_no_secret_reaches_any_row(writer: AuditWriter, sink: MemorySink) -> None:
+    app = wrap(ok_app(body=b'{"ok": true}', content_type=b"application/json"), writer, audit_unmapped=True)
+    headers = {
+        "authorization": f"Bearer {SECRETS['bearer']}",
+        "cookie": SECRETS["cookie"],
+        "x-api-key": SECRETS["api_key"],
+    }
+    async with client(app) as c:
+        await c.post(
+            "/auth/jwt/login",
+            json={"username": "alice", "password": SECRETS["password"], "card_number": SECRETS["card"]},
+            headers=headers,
+        )
+        await c.post(f"/reset/{SECRETS['reset_token']}", data={"password": SECRETS["password"]})
+        await c.get(f"/items?access_token={SECRETS['query_token']}&page=1", headers=headers)
+        await c.post(
+            "/oauth/token", data={"grant_type": "client_credentials", "client_secret": SECRETS["client_secret"]}
+        )
+        await c.post("/login", content=b'{"password": "' + SECRETS["password"].encode() + b'", broken', headers=headers)
+    await writer.flush()
+    assert sink.actions() == ["login", "password_reset", "http_request", "login", "login"]
+    sink.assert_no_secret(*SECRETS.values())
+
+
+async def test_secret_path_segment_is_masked_but_the_route_kept(writer: AuditWriter, sink: MemorySink) -> None:
+    async with client(wrap(ok_app(), writer)) as c:
+        await c.post("/reset/" + SECRETS["reset_token"], data={"password": SECRETS["password"]})
+    await writer.flush()
+    http = sink.events[0].metadata["http"]
+    assert http["route"] == "/reset/{token}" and http["path"].startswith("/reset/")
+    sink.assert_no_secret(*SECRETS.values())

@@ -7,7 +7,6 @@ from typing import Any
 
 import anyio
 import pytest
-from asgi_helpers import PASSWORD, UID, client, make_jwt
 from fastapi import FastAPI, Form, Request
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -16,6 +15,7 @@ from starlette.routing import Mount, Route
 from audit_middleware import AuditWriter, audit_context
 from audit_middleware.asgi import AuditMiddleware
 from audit_middleware.testing import MemorySink
+from tests.asgi_helpers import PASSWORD, UID, client, make_jwt
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ def starlette_app(**kwargs: Any) -> Starlette:
     )
 
 
-async def test_starlette_route_template_is_recorded(writer, sink):
+async def test_starlette_route_template_is_recorded(writer: AuditWriter, sink: MemorySink) -> None:
     app = starlette_app()
     app.add_middleware(AuditMiddleware, writer=writer, routes={"PUT|DELETE /users/{user_id}": "user_changed"})
     async with client(app) as c:
@@ -57,10 +57,10 @@ async def test_starlette_route_template_is_recorded(writer, sink):
     await writer.flush()
     assert sink.actions() == ["user_changed", "user_changed"]
     http = sink.events[0].metadata["http"]
-    assert http["route"] == "/users/{user_id}" and http["path"] == "/users/{user_id}"
+    assert http["route"] == "/users/{user_id}" and http["path"] == "/users/42"
 
 
-async def test_mounted_sub_app_template_includes_the_mount(writer, sink):
+async def test_mounted_sub_app_template_includes_the_mount(writer: AuditWriter, sink: MemorySink) -> None:
     app = starlette_app()
     app.add_middleware(AuditMiddleware, writer=writer, routes={"PUT /v1/items/{item_id}": "item_changed"})
     async with client(app) as c:
@@ -70,7 +70,7 @@ async def test_mounted_sub_app_template_includes_the_mount(writer, sink):
     assert sink.events[0].metadata["http"]["route"] == "/v1/items/{item_id}"
 
 
-async def test_trailing_slash_redirect_is_not_a_login(writer, sink):
+async def test_trailing_slash_redirect_is_not_a_login(writer: AuditWriter, sink: MemorySink) -> None:
     app = starlette_app()
     app.add_middleware(AuditMiddleware, writer=writer)
     async with client(app) as c:
@@ -80,7 +80,7 @@ async def test_trailing_slash_redirect_is_not_a_login(writer, sink):
     assert sink.actions() == ["login"]  # the 307 itself is not recorded; the follow-up is
 
 
-async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sink):
+async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sink: MemorySink) -> None:
     events: list[str] = []
 
     @contextlib.asynccontextmanager
@@ -92,10 +92,10 @@ async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sin
     writer = AuditWriter(sink=sink, flush_interval=60)
     app = starlette_app(lifespan=lifespan)
     app.add_middleware(AuditMiddleware, writer=writer)
-    send_stream, receive_stream = anyio.create_memory_object_stream[dict](10)
-    sent: list[dict] = []
+    send_stream, receive_stream = anyio.create_memory_object_stream[dict[str, Any]](10)
+    sent: list[dict[str, Any]] = []
 
-    async def send(message: dict) -> None:
+    async def send(message: Any) -> None:
         if message["type"] == "lifespan.shutdown.complete":
             sent.append({"rows_at_complete": len(sink.rows)})
         sent.append(message)
@@ -116,7 +116,7 @@ async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sin
     await writer.aclose()
 
 
-async def test_app_without_lifespan_support_gets_one(sink):
+async def test_app_without_lifespan_support_gets_one(sink: MemorySink) -> None:
     async def http_only(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
 
@@ -125,10 +125,10 @@ async def test_app_without_lifespan_support_gets_one(sink):
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[str] = []
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         return incoming.pop(0)
 
-    async def send(message: dict) -> None:
+    async def send(message: Any) -> None:
         sent.append(message["type"])
 
     with anyio.fail_after(5):
@@ -137,17 +137,17 @@ async def test_app_without_lifespan_support_gets_one(sink):
     await writer.aclose()
 
 
-async def test_owned_writer_is_closed_on_shutdown(pg_dsn):
+async def test_owned_writer_is_closed_on_shutdown(pg_dsn: str) -> None:
     async def http_only(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("no lifespan here")
 
     middleware = AuditMiddleware(http_only, dsn=pg_dsn)
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         return incoming.pop(0)
 
-    async def send(message: dict) -> None:
+    async def send(message: Any) -> None:
         pass
 
     await middleware({"type": "lifespan"}, receive, send)
@@ -156,15 +156,15 @@ async def test_owned_writer_is_closed_on_shutdown(pg_dsn):
         middleware.writer.record_nowait("x")
 
 
-async def test_startup_failure_of_the_app_still_propagates(writer):
+async def test_startup_failure_of_the_app_still_propagates(writer: AuditWriter) -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         await receive()
         raise RuntimeError("startup failed")
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         return {"type": "lifespan.startup"}
 
-    async def send(message: dict) -> None:
+    async def send(message: Any) -> None:
         pass
 
     with pytest.raises(RuntimeError, match="startup failed"):
@@ -196,7 +196,7 @@ def fastapi_app() -> FastAPI:
     return app
 
 
-async def test_fastapi_zero_code_login_flow(writer, sink):
+async def test_fastapi_zero_code_login_flow(writer: AuditWriter, sink: MemorySink) -> None:
     app = fastapi_app()
     app.add_middleware(AuditMiddleware, writer=writer)
     async with client(app) as c:

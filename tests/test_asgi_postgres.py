@@ -7,11 +7,12 @@ import uuid
 from typing import Any
 
 import pytest
-from asgi_helpers import PASSWORD, client, make_jwt
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse
 
 from audit_middleware import AuditMiddleware, AuditWriter, audit_context
+from tests.asgi_helpers import PASSWORD, client, make_jwt
+from tests.conftest import PgTarget
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +45,7 @@ async def all_rows_text(pg: Any) -> str:
     return " ".join(str(dict(r)) for r in await pg.fetch("SELECT * FROM {t}"))
 
 
-async def test_rows_land_with_correct_columns_and_no_secret(pg, users):
+async def test_rows_land_with_correct_columns_and_no_secret(pg: PgTarget, users: list[uuid.UUID]) -> None:
     writer = AuditWriter(pg.dsn, schema=pg.schema)
     app = auth_app(users)
     app.add_middleware(AuditMiddleware, writer=writer)
@@ -79,20 +80,20 @@ async def test_rows_land_with_correct_columns_and_no_secret(pg, users):
         assert secret not in text
 
 
-async def test_owned_writer_flushes_on_lifespan_shutdown(pg, users):
+async def test_owned_writer_flushes_on_lifespan_shutdown(pg: PgTarget, users: list[uuid.UUID]) -> None:
     app = auth_app(users)
     middleware = AuditMiddleware(app, dsn=pg.dsn, writer_options={"schema": pg.schema, "flush_interval": 60})
     messages = [{"type": "lifespan.startup"}]
     sent: list[str] = []
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         while not messages:
             async with client(middleware) as c:
                 await c.post("/auth/jwt/login", data={"username": "alice@example.com", "password": PASSWORD})
             messages.append({"type": "lifespan.shutdown"})
         return messages.pop(0)
 
-    async def send(message: dict) -> None:
+    async def send(message: Any) -> None:
         sent.append(message["type"])
 
     await middleware({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,8 @@ from audit_middleware.context import CONTEXT_KEY, AuditContext, audit_context, c
         lambda d: SimpleNamespace(META=d),  # Django request
     ],
 )
-def test_context_is_stored_in_the_request_dict(make):
-    carrier: dict = {}
+def test_context_is_stored_in_the_request_dict(make: Any) -> None:
+    carrier: dict[str, Any] = {}
     context = audit_context(make(carrier))
     context.update(user="u1", action="export", rows=3)
     assert carrier[CONTEXT_KEY] is context
@@ -27,12 +28,12 @@ def test_context_is_stored_in_the_request_dict(make):
     assert (context.user, context.action, context.metadata) == ("u1", "export", {"rows": 3})
 
 
-def test_existing_context_is_reused():
+def test_existing_context_is_reused() -> None:
     existing = AuditContext()
     assert audit_context({CONTEXT_KEY: existing}) is existing
 
 
-def test_contextvar_is_used_without_a_request():
+def test_contextvar_is_used_without_a_request() -> None:
     context = AuditContext()
     token = current_context.set(context)
     try:
@@ -42,29 +43,29 @@ def test_contextvar_is_used_without_a_request():
         current_context.reset(token)
 
 
-def test_outside_a_request_a_detached_context_never_fails():
+def test_outside_a_request_a_detached_context_never_fails() -> None:
     context = audit_context()
     context.update(user="x", note="ignored")
     assert audit_context() is not context
 
 
-def test_user_set_to_none_counts_as_set():
+def test_user_set_to_none_counts_as_set() -> None:
     context = AuditContext()
     assert not context.has_user
     context.set_user(None)
     assert context.has_user and context.user is None
 
 
-def test_skip_marks_the_context():
+def test_skip_marks_the_context() -> None:
     context = AuditContext()
     context.skip()
     assert context.skipped and "metadata_keys" in repr(context)
 
 
-def test_carrier_contextvar_creates_the_context_lazily():
+def test_carrier_contextvar_creates_the_context_lazily() -> None:
     from audit_middleware.context import current_carrier
 
-    scope: dict = {}
+    scope: dict[str, Any] = {}
     token = current_carrier.set(scope)
     try:
         context = audit_context()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from audit_middleware.core import MiddlewareConfig, route_path
 from audit_middleware.errors import ConfigurationError
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid() -> None:
     config = MiddlewareConfig()
     assert config.preset and not config.audit_unmapped and config.failed_suffix == "_failed"
 
 
-def test_unknown_option_is_named():
+def test_unknown_option_is_named() -> None:
     with pytest.raises(ConfigurationError, match="trusted_proxys"):
         MiddlewareConfig.from_options(trusted_proxys=["10.0.0.1"])
 
@@ -37,7 +39,7 @@ def test_unknown_option_is_named():
         ({"proxy_header": "x-real-ip"}, "proxy_header"),
     ],
 )
-def test_invalid_option_is_named(options, name):
+def test_invalid_option_is_named(options: Any, name: Any) -> None:
     with pytest.raises(ConfigurationError, match=name):
         MiddlewareConfig.from_options(**options)
 
@@ -52,5 +54,5 @@ def test_invalid_option_is_named(options, name):
         ("/login", "/api", "/login"),
     ],
 )
-def test_route_path_strips_the_mount(path, root, expected):
+def test_route_path_strips_the_mount(path: Any, root: Any, expected: Any) -> None:
     assert route_path(path, root) == expected

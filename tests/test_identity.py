@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,8 @@ from audit_middleware.errors import ConfigurationError
 from audit_middleware.identity import TrustedProxies, attempted_identifier, parse_hop, user_from_response, user_id_of
 
 
-def jwt(payload: dict) -> str:
-    def part(data: dict) -> str:
+def jwt(payload: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     return f"{part({'alg': 'HS256'})}.{part(payload)}.c2lnbmF0dXJl"
@@ -49,7 +50,7 @@ TRUSTED = TrustedProxies(["10.0.0.0/8", "192.168.1.1", "::1"])
         (None, ["1.2.3.4"], None),
     ],
 )
-def test_client_ip_x_forwarded_for(peer, lines, expected):
+def test_client_ip_x_forwarded_for(peer: Any, lines: Any, expected: Any) -> None:
     assert TRUSTED.client_ip(peer, lines)[0] == expected
 
 
@@ -62,23 +63,23 @@ def test_client_ip_x_forwarded_for(peer, lines, expected):
         (["for=_hidden"], "10.0.0.1"),
     ],
 )
-def test_client_ip_rfc7239_forwarded(lines, expected):
+def test_client_ip_rfc7239_forwarded(lines: Any, expected: Any) -> None:
     proxies = TrustedProxies(["10.0.0.0/8"], header="forwarded")
     assert proxies.client_ip("10.0.0.1", lines)[0] == expected
 
 
-def test_raw_chain_is_kept_and_bounded():
+def test_raw_chain_is_kept_and_bounded() -> None:
     hops = ", ".join(f"1.1.1.{n}" for n in range(40))
     _ip, chain = TRUSTED.client_ip("203.0.113.9", [hops, "x" * 500])
     assert chain is not None and len(chain) == 16
     assert chain[-1] == "x" * 64
 
 
-def test_wildcard_trusts_every_peer():
+def test_wildcard_trusts_every_peer() -> None:
     assert TrustedProxies("*").client_ip("8.8.8.8", ["1.2.3.4"])[0] == "1.2.3.4"
 
 
-def test_default_trusts_loopback_only():
+def test_default_trusts_loopback_only() -> None:
     proxies = TrustedProxies()
     assert proxies.client_ip("127.0.0.1", ["1.2.3.4"])[0] == "1.2.3.4"
     assert proxies.client_ip("10.0.0.1", ["1.2.3.4"])[0] == "10.0.0.1"
@@ -87,13 +88,13 @@ def test_default_trusts_loopback_only():
 @pytest.mark.parametrize(
     ("trusted", "header"), [(["not-an-ip"], "x-forwarded-for"), (["10.0.0.0/99"], "x-forwarded-for"), ([], "x-real-ip")]
 )
-def test_bad_proxy_configuration_is_rejected(trusted, header):
+def test_bad_proxy_configuration_is_rejected(trusted: Any, header: Any) -> None:
     with pytest.raises(ConfigurationError):
         TrustedProxies(trusted, header)
 
 
 @pytest.mark.parametrize("value", ["", "garbage", "1.2.3.4.5", "[::1", "::1]:80x"])
-def test_parse_hop_rejects_malformed(value):
+def test_parse_hop_rejects_malformed(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_hop(value)
 
@@ -119,14 +120,14 @@ UID = "0d5f6f36-1f7b-4c9e-8d2a-6f0e3b7b9c11"
         (object(), None),
     ],
 )
-def test_user_id_of(user, expected):
+def test_user_id_of(user: Any, expected: Any) -> None:
     assert user_id_of(user) == expected
 
 
-def test_user_id_of_survives_a_raising_property():
+def test_user_id_of_survives_a_raising_property() -> None:
     class User:
         @property
-        def id(self):
+        def id(self) -> Any:
             raise NotImplementedError
 
         identity = "bob"
@@ -153,7 +154,7 @@ JSON = [("content-type", "application/json")]
         ([("set-cookie", "session=abc; HttpOnly")], b"", None),
     ],
 )
-def test_user_from_response(headers, body, expected):
+def test_user_from_response(headers: Any, body: Any, expected: Any) -> None:
     assert user_from_response(headers, body) == expected
 
 
@@ -172,5 +173,5 @@ def test_user_from_response(headers, body, expected):
         ("application/json", json.dumps({"email": "x" * 1000}).encode(), "x" * 200),
     ],
 )
-def test_attempted_identifier(content_type, body, expected):
+def test_attempted_identifier(content_type: Any, body: Any, expected: Any) -> None:
     assert attempted_identifier(content_type, body) == expected

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from audit_middleware.core import RequestInfo
 from audit_middleware.errors import ConfigurationError
 from audit_middleware.preset import AUTH_PRESET, PRESET_TABLE
 from audit_middleware.routing import RouteSpec, compile_routes, normalize_path
 
 
-def action_of(table, method, path):
+def action_of(table: Any, method: Any, path: Any, body: Any = b"") -> Any:
     m = table.match(method, path)
-    return None if m is None or m.spec is None else m.spec.action
+    if m is None or m.spec is None:
+        return None
+    return (
+        m.spec.action(RequestInfo(method=method, path=path, body=body), None)
+        if callable(m.spec.action)
+        else m.spec.action
+    )
 
 
 # -- key syntax ---------------------------------------------------------------------------------
@@ -35,7 +44,7 @@ def action_of(table, method, path):
         ("GET /", "GET", "/", "/"),
     ],
 )
-def test_key_matches(key, method, path, template):
+def test_key_matches(key: Any, method: Any, path: Any, template: Any) -> None:
     match = compile_routes({key: "x"}).match(method, path)
     assert match is not None and match.template == template and match.key == key
 
@@ -51,7 +60,7 @@ def test_key_matches(key, method, path, template):
         ("POST /login", "POST", "/api/login"),
     ],
 )
-def test_key_does_not_match(key, method, path):
+def test_key_does_not_match(key: Any, method: Any, path: Any) -> None:
     assert compile_routes({key: "x"}).match(method, path) is None
 
 
@@ -74,13 +83,13 @@ def test_key_does_not_match(key, method, path):
         ({"GET /x": 42}, "string, mapping or callable"),
     ],
 )
-def test_invalid_routes_name_the_problem(routes, message):
+def test_invalid_routes_name_the_problem(routes: Any, message: Any) -> None:
     with pytest.raises(ConfigurationError, match=message):
         compile_routes(routes)
 
 
-def test_spec_values_are_coerced():
-    def choose(request, response):
+def test_spec_values_are_coerced() -> None:
+    def choose(request: Any, response: Any) -> Any:
         return "computed"
 
     table = compile_routes(
@@ -92,33 +101,37 @@ def test_spec_values_are_coerced():
             "POST /e": None,
         }
     )
-    b = table.match("POST", "/b").spec
-    assert b.body == ("name",) and b.metadata == {"kind": "b"}
-    assert table.match("POST", "/c").spec.action is choose
+    b = table.match("POST", "/b")
+    assert b is not None and b.spec is not None
+    assert b.spec.body == ("name",) and b.spec.metadata == {"kind": "b"}
+    c = table.match("POST", "/c")
+    assert c is not None and c.spec is not None and c.spec.action is choose
+    assert action_of(table, "POST", "/c") == "computed"
     assert action_of(table, "POST", "/d") == "given"
     excluded = table.match("POST", "/e")
     assert excluded is not None and excluded.spec is None
 
 
-def test_first_route_in_declaration_order_wins_across_buckets():
+def test_first_route_in_declaration_order_wins_across_buckets() -> None:
     table = compile_routes({"POST /reset/{token}": "first", "POST **/abc": "second"})
     assert action_of(table, "POST", "/reset/abc") == "first"
     table = compile_routes({"POST **/abc": "first", "POST /reset/{token}": "second"})
     assert action_of(table, "POST", "/reset/abc") == "first"
 
 
-def test_user_routes_come_before_the_preset():
+def test_user_routes_come_before_the_preset() -> None:
     table = compile_routes({"POST /auth/jwt/login": "custom_login"}, AUTH_PRESET)
     assert action_of(table, "POST", "/auth/jwt/login") == "custom_login"
     assert action_of(table, "POST", "/other/login") == "login"
 
 
-def test_framework_template_matches_typed_parameters():
+def test_framework_template_matches_typed_parameters() -> None:
     table = compile_routes({"GET /users/{id:int}": "user"})
-    assert table.match("GET", "/users/{id}").template == "/users/{id}"
+    match = table.match("GET", "/users/{id}")
+    assert match is not None and match.template == "/users/{id}"
 
 
-def test_results_are_cached_and_bounded():
+def test_results_are_cached_and_bounded() -> None:
     table = compile_routes({"GET /x/{id}": "x"})
     for n in range(5000):
         table.match("GET", f"/x/{n}")
@@ -126,7 +139,7 @@ def test_results_are_cached_and_bounded():
     assert action_of(table, "GET", "/x/4999") == "x"
 
 
-def test_cache_is_bounded_by_method_count():
+def test_cache_is_bounded_by_method_count() -> None:
     table = compile_routes({"* /x": "x"})
     for n in range(100):
         assert action_of(table, f"M{chr(65 + n % 26)}{n}", "/x") == "x"
@@ -140,11 +153,11 @@ def test_cache_is_bounded_by_method_count():
     "path",
     ["/login", "/login/", "//login", "///login//", "/./login", "/x/../login", "/log%69n", "/%6C%6F%67%69%6E", "login"],
 )
-def test_bypass_paths_match(path):
+def test_bypass_paths_match(path: Any) -> None:
     assert action_of(compile_routes({"POST /login": "login"}), "POST", path) == "login"
 
 
-def test_normalize_path_keeps_root():
+def test_normalize_path_keeps_root() -> None:
     assert normalize_path("/") == "/"
     assert normalize_path("/../..") == "/"
     assert normalize_path("/a/%252F/b") == "/a/b"  # double-encoded: decoded twice, then collapsed
@@ -209,7 +222,7 @@ PRESET = compile_routes(AUTH_PRESET)
         ("POST", "/api/v1/auth/token/refresh", "token_refresh"),
     ],
 )
-def test_preset_rows(method, path, action):
+def test_preset_rows(method: Any, path: Any, action: Any) -> None:
     assert action_of(PRESET, method, path) == action
 
 
@@ -223,18 +236,39 @@ def test_preset_rows(method, path, action):
         ("POST", "/blog/login-tips/comments"),
     ],
 )
-def test_preset_ignores_other_requests(method, path):
+def test_preset_ignores_other_requests(method: Any, path: Any) -> None:
     assert PRESET.match(method, path) is None
 
 
-def test_preset_never_keeps_a_reset_key_in_the_template():
+def test_preset_never_keeps_a_reset_key_in_the_template() -> None:
     match = PRESET.match("POST", "/accounts/password/reset/key/1-s3cr3tk3y/")
     assert match is not None and "s3cr3tk3y" not in match.template
     match = PRESET.match("POST", "/reset/s3cr3tk3y")
     assert match is not None and "s3cr3tk3y" not in match.template
 
 
-def test_preset_table_has_unique_keys_and_sources():
+def test_preset_table_has_unique_keys_and_sources() -> None:
     keys = [row[0] for row in PRESET_TABLE]
     assert len(keys) == len(set(keys))
     assert all(row[3] for row in PRESET_TABLE)
+
+
+def test_readme_documents_every_preset_row() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, action, _options, _where in PRESET_TABLE:
+        assert f"| `{key}` | `{action}` |" in readme, key
+
+
+@pytest.mark.parametrize(
+    ("body", "action"),
+    [
+        (b"grant_type=password&username=a&password=b", "login"),
+        (b"grant_type=refresh_token&refresh_token=x", "token_refresh"),
+        (b'{"grant_type": "refresh_token", "refresh_token": "x"}', "token_refresh"),
+        (b"grant_type=client_credentials", "login"),
+    ],
+)
+def test_oauth_token_endpoint_tells_refresh_from_login(body: Any, action: Any) -> None:
+    assert action_of(PRESET, "POST", "/oauth/token", body) == action
