@@ -34,9 +34,9 @@ def health() -> str:
     return "ok"
 
 
-def with_pid(event: Any) -> Any:
-    event.metadata["pid"] = os.getpid()
-    return event
+def with_pid(metadata: dict[str, Any]) -> dict[str, Any]:
+    metadata["pid"] = os.getpid()
+    return metadata
 
 
 app.wsgi_app = AuditWSGIMiddleware(  # type: ignore[method-assign]

@@ -194,7 +194,7 @@ def test_content_length_body_reaches_the_app_and_is_redacted(opened: list[Audite
     a.request("POST", "/login", data=body, content_type="application/json")
     assert seen == [body]
     [event] = a.events()
-    assert event.metadata["body"]["email"] == "ann@example.com"
+    assert event.metadata["body"]["fields"]["email"] == "ann@example.com"
     a.sink.assert_no_secret(PASSWORD)
 
 
@@ -209,7 +209,8 @@ def test_chunked_body_with_input_terminated_reaches_the_app(opened: list[Audited
     result.close()  # type: ignore[attr-defined]
     assert seen == [body] and calls[0][0] == "200 OK"
     [event] = a.events()
-    assert (event.action, event.metadata["body"]) == ("signup", {"email": "ann@example.com"})
+    assert (event.action, event.metadata["body"]["fields"]) == ("signup", {"email": "ann@example.com"})
+    assert event.metadata["body"]["size"] == len(body)
 
 
 def test_body_larger_than_the_cap_reaches_the_app_whole(opened: list[Audited]) -> None:

@@ -102,4 +102,4 @@ def test_django_login_lands_in_postgres(django_app: Any, pg: PgTarget) -> None:
     rows = anyio.run(pg.rows)
     assert [r["action"] for r in rows] == ["signup", "login_failed"]
     metadata = json.loads(rows[0]["metadata"])
-    assert metadata["body"]["password"] != PASSWORD and metadata["identifier"] == "bob"
+    assert metadata["body"]["fields"]["password"] != PASSWORD and metadata["identifier"] == "bob"

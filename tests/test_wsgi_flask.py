@@ -78,7 +78,7 @@ def test_login_body_is_captured_through_werkzeug_and_redacted(flask_audit: Flask
     assert response.status_code == 200
     [event] = flask_audit.events()
     assert (event.action, str(event.user_id)) == ("login", UID)  # g.user set by the view, via install_flask
-    assert event.metadata["body"]["email"] == "ann@example.com"
+    assert event.metadata["body"]["fields"]["email"] == "ann@example.com"
     assert event.metadata["identifier"] == "ann@example.com"
     flask_audit.sink.assert_no_secret(PASSWORD)
 
