@@ -448,3 +448,24 @@ def test_double_installation_records_once(opened: list[Audited]) -> None:
         assert len(a.events()) == 1 and sink.rows == []
     finally:
         inner.close(5)
+
+
+def test_absent_database_never_fails_or_holds_requests() -> None:
+    app, _ = ok_app()
+    # Nothing listens on port 1: every write attempt fails and is retried on the writer thread.
+    middleware = AuditWSGIMiddleware(
+        app, dsn="postgresql://postgres@127.0.0.1:1/none", writer_options={"retry_max": 0.2}
+    )
+    try:
+        start_response, calls = start_response_recorder()
+        for _ in range(20):
+            result = middleware(environ_for("POST", "/logout"), start_response)
+            assert list(result) == [b"ok"]
+            result.close()  # type: ignore[attr-defined]
+        assert len(calls) == 20
+        stats = middleware.writer.stats()
+        assert stats is not None and stats.enqueued == 20 and stats.written == 0
+    finally:
+        middleware.close(0.5)
+    stats = middleware.writer.stats()
+    assert stats is not None and stats.lost_on_close == 20  # counted (and logged), never silently dropped
