@@ -103,3 +103,22 @@ def test_django_login_lands_in_postgres(django_app: Any, pg: PgTarget) -> None:
     assert [r["action"] for r in rows] == ["signup", "login_failed"]
     metadata = json.loads(rows[0]["metadata"])
     assert metadata["body"]["fields"]["password"] != PASSWORD and metadata["identifier"] == "bob"
+
+
+def test_django_glue_under_djangos_test_client(django_app: Any) -> None:
+    """DjangoAuditMiddleware alone (Django's test client bypasses WSGI middleware): it fills the environ keys."""
+    from django.contrib.auth.models import User
+    from django.test import Client as DjangoClient
+
+    from audit_middleware.wsgi import AUDITED_KEY, ROUTE_KEY, USER_KEY
+
+    user = User.objects.create_user("cleo", "cleo@example.com", PASSWORD)
+    client = DjangoClient()
+    audited = {AUDITED_KEY: True}
+    login = client.post("/accounts/login/", {"username": "cleo", "password": PASSWORD}, **audited)  # type: ignore[arg-type]
+    meta = login.wsgi_request.META
+    assert (meta[USER_KEY], meta[ROUTE_KEY]) == (user.pk, "/accounts/login/")
+    logout = client.post("/accounts/logout/", **audited)  # type: ignore[arg-type]
+    assert logout.wsgi_request.META[USER_KEY] == user.pk  # taken before logout() cleared the session
+    unaudited = client.post("/accounts/login/", {"username": "cleo", "password": PASSWORD})
+    assert USER_KEY not in unaudited.wsgi_request.META and ROUTE_KEY not in unaudited.wsgi_request.META
