@@ -31,7 +31,8 @@ def login() -> tuple[dict[str, str], int]:
 
 @app.get("/health")
 def health() -> str:
-    return "ok"
+    time.sleep(0.005)  # keeps this worker busy so that concurrent probes reach the others
+    return str(os.getpid())
 
 
 def with_pid(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -36,17 +36,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
+def wait_until_workers_serve(url: str, process: subprocess.Popen[bytes], workers: int, deadline: float = 30.0) -> None:
+    """Wait until ``workers`` distinct worker pids have answered (a slow-booting worker would skew the test)."""
+    seen: set[str] = set()
     end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early with {process.returncode}")
+
+    def probe(_: int) -> str | None:
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
+            response = httpx.get(url, timeout=1.0)
         except httpx.TransportError:
+            return None
+        return response.text if response.status_code == 200 else None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while time.monotonic() < end:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early with {process.returncode}")
+            seen.update(pid for pid in pool.map(probe, range(8)) if pid)
+            if len(seen) >= workers:
+                return
             time.sleep(0.1)
-    raise RuntimeError("gunicorn did not come up")
+    raise RuntimeError(f"only {len(seen)} of {workers} gunicorn workers answered")
 
 
 def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarget) -> None:
@@ -58,7 +68,7 @@ def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarge
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_up(base + "/health", process)
+        wait_until_workers_serve(base + "/health", process, workers=2)
 
         def login(n: int) -> int:
             password = "correct horse" if n % 3 else "wrong"
