@@ -19,10 +19,19 @@ first audited request (after a pre-fork server forked), flushed at exit or on :m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._types_wsgi import Environ, StartResponse, WSGIApp
+from ._wsgi_io import (
+    AuditedResponse,
+    Exchange,
+    TeeInput,
+    content_length,
+    hook_file_wrapper,
+    request_headers,
+    wsgi_path,
+)
 from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
 from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
@@ -38,190 +47,6 @@ ROUTE_KEY = "audit_middleware.route"
 """Environ key where framework glue leaves the matched route template (e.g. ``/users/<int:id>``)."""
 AUDITED_KEY = "audit_middleware.audited"
 """Set (True) in the environ of requests the middleware audits, for framework glue to check cheaply."""
-
-
-class _Exchange:
-    """What one request's wrappers saw (per request: never state on the middleware)."""
-
-    __slots__ = (
-        "body",
-        "body_complete",
-        "body_size",
-        "bytes_sent",
-        "completed",
-        "disconnected",
-        "error",
-        "kept",
-        "peek",
-        "peeked",
-        "response_body",
-        "response_headers",
-        "status",
-    )
-
-    def __init__(self, peek: int) -> None:
-        self.body: list[bytes] = []
-        self.kept = 0
-        self.body_size = 0
-        self.body_complete = False
-        self.status: int | None = None
-        self.response_headers: list[tuple[str, str]] = []
-        self.response_body: list[bytes] = []
-        self.peek = peek
-        self.peeked = 0
-        self.bytes_sent = 0
-        self.completed = False
-        self.disconnected = False
-        self.error: str | None = None
-
-    def sent(self, chunk: bytes) -> None:
-        self.bytes_sent += len(chunk)
-        if self.peek and self.peeked < self.peek:
-            piece = chunk[: self.peek - self.peeked]
-            self.response_body.append(bytes(piece))
-            self.peeked += len(piece)
-
-
-class _TeeInput:
-    """``wsgi.input`` as the app sees it, keeping a capped prefix of what the app reads.
-
-    Every reading method the app (or its framework) can find goes through the tee; ``readinto`` is
-    offered only when the server's stream has it (werkzeug picks it when present). Other attributes
-    are the server stream's own.
-    """
-
-    _HIDDEN = frozenset({"read1", "readinto1", "peek"})  # would bypass the tee; PEP 3333 does not offer them
-
-    def __init__(self, stream: Any, exchange: _Exchange, cap: int, length: int | None) -> None:
-        self._stream = stream
-        self._exchange = exchange
-        self._cap = cap
-        self._length = length
-
-    def _seen(self, data: bytes | memoryview, asked: int | None) -> None:
-        exchange = self._exchange
-        if data:
-            exchange.body_size += len(data)
-            if exchange.kept < self._cap:
-                piece = bytes(data[: self._cap - exchange.kept])
-                exchange.body.append(piece)
-                exchange.kept += len(piece)
-            if self._length is not None and exchange.body_size >= self._length:
-                exchange.body_complete = True
-        elif asked != 0:
-            exchange.body_complete = True  # EOF
-
-    def read(self, *args: Any) -> bytes:
-        data = self._stream.read(*args)
-        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
-        return data  # type: ignore[no-any-return]
-
-    def readline(self, *args: Any) -> bytes:
-        data = self._stream.readline(*args)
-        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
-        return data  # type: ignore[no-any-return]
-
-    def readlines(self, *args: Any) -> list[bytes]:
-        lines: list[bytes] = self._stream.readlines(*args)
-        for line in lines:
-            self._seen(line, None)
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self._stream:
-            self._seen(line, None)
-            yield line
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._HIDDEN:
-            raise AttributeError(name)
-        if name == "readinto":
-            readinto = self._stream.readinto  # AttributeError when the server's stream has none
-
-            def readinto_with_audit(buffer: Any) -> Any:
-                count = readinto(buffer)
-                if count is not None:
-                    self._seen(memoryview(buffer)[:count], len(buffer))
-                return count
-
-            return readinto_with_audit
-        return getattr(self._stream, name)
-
-
-class _AuditedResponse:
-    """The app's iterable, passed through chunk by chunk; ``close()`` closes it once, then records once."""
-
-    __slots__ = ("_closed", "_exchange", "_finish", "_iterable", "_iterator")
-
-    def __init__(self, iterable: Iterable[bytes], exchange: _Exchange, finish: Callable[[], None]) -> None:
-        self._iterable = iterable
-        self._iterator: Iterator[bytes] | None = None
-        self._exchange = exchange
-        self._finish = finish
-        self._closed = False
-
-    def __iter__(self) -> _AuditedResponse:
-        if self._iterator is None:
-            self._iterator = iter(self._iterable)
-        return self
-
-    def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = iter(self._iterable)
-        try:
-            chunk = next(self._iterator)
-        except StopIteration:
-            self._exchange.completed = True
-            raise
-        except BaseException as exc:
-            self._exchange.error = type(exc).__name__
-            raise
-        self._exchange.sent(chunk)
-        return chunk
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
-        except BaseException as exc:
-            self._exchange.error = self._exchange.error or type(exc).__name__
-            raise
-        finally:
-            if not self._exchange.completed and self._exchange.error is None:
-                self._exchange.disconnected = True
-            self._finish()
-
-
-def _wsgi_path(value: str) -> str:
-    """PEP 3333 paths are bytes decoded as latin-1; ASGI (and the route table) use UTF-8."""
-    if value.isascii():
-        return value
-    try:
-        return value.encode("latin-1").decode("utf-8", "replace")
-    except UnicodeEncodeError:
-        return value
-
-
-def _headers(environ: Environ) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            pairs.append((key[5:].replace("_", "-").lower(), value))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            pairs.append((key.replace("_", "-").lower(), value))
-    return pairs
-
-
-def _content_length(environ: Environ) -> int | None:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        return None
-    return length if length >= 0 else None
 
 
 def _background(writer: Any, core: AuditCore) -> BackgroundWriter:
@@ -304,8 +129,8 @@ class AuditWSGIMiddleware:
             return self.app(environ, start_response)
         environ[INSTALLED_KEY] = True
         method = environ.get("REQUEST_METHOD", "GET")
-        root_path = _wsgi_path(environ.get("SCRIPT_NAME", ""))
-        path = root_path + _wsgi_path(environ.get("PATH_INFO", "") or "/")
+        root_path = wsgi_path(environ.get("SCRIPT_NAME", ""))
+        path = root_path + wsgi_path(environ.get("PATH_INFO", "") or "/")
         match = self.core.match(method, path, root_path)
         if match is None and not self._unmapped:
             token = current_carrier.set(environ)
@@ -314,7 +139,7 @@ class AuditWSGIMiddleware:
             finally:
                 current_carrier.reset(token)
             if CONTEXT_KEY in environ:  # a handler enriched an unmapped request: record it (status unknown)
-                self._record(environ, None, _Exchange(0), None, 0.0, None, method, path, root_path)
+                self._record(environ, None, Exchange(0), None, 0.0, None, method, path, root_path)
             return result
         return self._audited(environ, start_response, match, method, path, root_path)
 
@@ -338,11 +163,11 @@ class AuditWSGIMiddleware:
         user_before = environ.get(USER_KEY) or environ.get("REMOTE_USER")
         if spec is not None and spec.user_before and self._has_resolver:
             user_before = core.resolve_user(environ) or user_before
-        exchange = _Exchange(self._peek if core.wants_response_body(match) else 0)
+        exchange = Exchange(self._peek if core.wants_response_body(match) else 0)
         cap = core.body_cap if core.wants_body(match) else 0
         stream = environ.get("wsgi.input")
         if cap and stream is not None:
-            environ["wsgi.input"] = _TeeInput(stream, exchange, cap, _content_length(environ))
+            environ["wsgi.input"] = TeeInput(stream, exchange, cap, content_length(environ))
 
         def start_response_with_audit(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
             write = start_response(status, headers, *exc_info)  # raises per PEP 3333 if headers were sent
@@ -383,14 +208,14 @@ class AuditWSGIMiddleware:
 
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(result, wrapper) and hasattr(result, "__dict__"):
-            return _hook_file_wrapper(result, exchange, finish)  # type: ignore[no-any-return]
-        return _AuditedResponse(result, exchange, finish)
+            return hook_file_wrapper(result, exchange, finish)  # type: ignore[no-any-return]
+        return AuditedResponse(result, exchange, finish)
 
     def _record(
         self,
         environ: Environ,
         match: RouteMatch | None,
-        exchange: _Exchange,
+        exchange: Exchange,
         user_before: Any,
         duration: float,
         user_after: Any,
@@ -409,7 +234,7 @@ class AuditWSGIMiddleware:
                 path=path,
                 root_path=root_path,
                 query_string=environ.get("QUERY_STRING", ""),
-                headers=_headers(environ),
+                headers=request_headers(environ),
                 client=environ.get("REMOTE_ADDR") or None,
                 body=b"".join(exchange.body),
                 body_complete=exchange.body_complete,
@@ -436,24 +261,3 @@ class AuditWSGIMiddleware:
             core.note_error("recording after the writer closed", exc)
         except Exception as exc:
             core.note_error("recording", exc)
-
-
-def _hook_file_wrapper(result: Any, exchange: _Exchange, finish: Callable[[], None]) -> Any:
-    """Keep the server's own file wrapper (its sendfile path) and record when the server closes it."""
-    inner_close = getattr(result, "close", None)
-    done = False
-
-    def close_with_audit() -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
-        try:
-            if inner_close is not None:
-                inner_close()
-        finally:
-            exchange.completed = True
-            finish()
-
-    result.close = close_with_audit
-    return result
