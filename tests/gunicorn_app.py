@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request, send_file
 
 from audit_middleware import AuditWSGIMiddleware, install_flask
 
@@ -35,6 +35,18 @@ def health() -> str:
     return str(os.getpid())
 
 
+@app.get("/export")
+def export() -> Response:
+    """A file response: gunicorn sends it with sendfile() through wsgi.file_wrapper."""
+    return send_file(__file__, mimetype="text/plain")
+
+
+@app.get("/stream")
+def stream() -> Response:
+    """A generator response, streamed chunk by chunk."""
+    return app.response_class((f"line {n}\n" for n in range(100)), mimetype="text/plain")
+
+
 def with_pid(metadata: dict[str, Any]) -> dict[str, Any]:
     metadata["pid"] = os.getpid()
     return metadata
@@ -43,6 +55,7 @@ def with_pid(metadata: dict[str, Any]) -> dict[str, Any]:
 app.wsgi_app = AuditWSGIMiddleware(  # type: ignore[method-assign]
     app.wsgi_app,
     dsn=os.environ["AUDIT_DSN"],
+    routes={"GET /export": "export_data", "GET /stream": "stream_read"},
     writer_options={"schema": os.environ["AUDIT_SCHEMA"], "flush_interval": 600.0, "batch_size": 10_000},
     processors=[with_pid],
 )

@@ -79,6 +79,10 @@ def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarge
         with ThreadPoolExecutor(max_workers=6) as pool:
             statuses = list(pool.map(login, range(REQUESTS)))
         assert sorted(set(statuses)) == [200, 401]
+        exported = httpx.get(base + "/export", timeout=10.0)  # wsgi.file_wrapper: gunicorn's sendfile path
+        assert exported.content == (ROOT / "tests" / "gunicorn_app.py").read_bytes()
+        streamed = httpx.get(base + "/stream", timeout=10.0)  # a generator, sent chunked
+        assert streamed.text == "".join(f"line {n}\n" for n in range(100))
         assert anyio.run(pg.rows) == []  # the writers only flush at exit (see gunicorn_app)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=40)
@@ -88,8 +92,12 @@ def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarge
             process.wait()
     assert process.returncode == 0, output.decode(errors="replace")
     rows = anyio.run(pg.rows)
-    assert len(rows) == REQUESTS
+    assert len(rows) == REQUESTS + 2
     actions = sorted(r["action"] for r in rows)
+    assert actions.count("export_data") == actions.count("stream_read") == 1
+    by_action = {r["action"]: json.loads(r["metadata"]) for r in rows}
+    assert by_action["export_data"]["http"]["status"] == by_action["stream_read"]["http"]["status"] == 200
+    assert "outcome" not in by_action["stream_read"]["http"]  # streamed to the end, not a disconnect
     assert actions.count("login_failed") == statuses.count(401)
     assert actions.count("login") == statuses.count(200)
     pids = {json.loads(r["metadata"])["pid"] for r in rows}
