@@ -12,6 +12,7 @@ from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
 from .frameworks import DjangoAuditMiddleware, install_flask
 from .records import COLUMNS, AuditEvent
+from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
 from .threaded import BackgroundWriter
@@ -19,6 +20,7 @@ from .wsgi import AuditWSGIMiddleware
 
 __all__ = [
     "COLUMNS",
+    "REDACTED",
     "AuditContext",
     "AuditError",
     "AuditEvent",
@@ -29,7 +31,10 @@ __all__ = [
     "ConfigurationError",
     "DjangoAuditMiddleware",
     "PostgresSink",
+    "RedactionConfig",
+    "Redactor",
     "SchemaError",
+    "SkipAudit",
     "WriterClosedError",
     "WriterConfig",
     "WriterStats",

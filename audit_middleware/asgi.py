@@ -32,7 +32,6 @@ __all__ = ["AuditMiddleware"]
 
 logger = logging.getLogger("audit_middleware.middleware")
 
-MSG_START_FAILED = "audit writer could not start (%s: %s); events are buffered until it does"
 MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
@@ -225,6 +224,8 @@ class AuditMiddleware:
                     exchange.peeked += len(piece)
                 if not message.get("more_body", False):
                     exchange.completed = True
+            elif kind == "http.response.pathsend":  # the server sends a file: that completes the response
+                exchange.completed = True
             try:
                 await send(message)
             except OSError:  # the server reports a client that went away
@@ -291,7 +292,7 @@ class AuditMiddleware:
                 headers=scope.get("headers", ()),
                 client=client[0] if client else None,
                 body=b"".join(exchange.body),
-                body_complete=exchange.body_complete,
+                body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
             )
@@ -322,8 +323,8 @@ class AuditMiddleware:
     def _start_writer(self) -> None:
         try:
             self.writer.start_soon()
-        except Exception as exc:
-            logger.warning(MSG_START_FAILED, type(exc).__name__, exc)
+        except Exception as exc:  # e.g. closed after shutdown: logged (rate-limited) and counted
+            self.core.note_error("starting the writer", exc)
 
     async def _stop_writer(self) -> None:
         try:

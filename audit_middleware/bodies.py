@@ -14,6 +14,8 @@ JSON cut at the capture cap                          ``omitted="truncated"``
 JSON that does not parse (or is not UTF-8/16/32)     ``omitted="unparseable"``
 ``application/x-www-form-urlencoded``                fields; a cut body keeps its whole pairs
                                                      and sets ``truncated``
+a "form" with raw spaces, quotes, controls, non-ASCII ``omitted="unparseable"`` (not a form: the
+                                                     wrong content type)
 ``multipart/form-data``                              fields; files as :class:`FileInfo` (name,
                                                      size, content type; never contents)
 multipart without a boundary, or malformed           ``omitted="unparseable"``
@@ -58,6 +60,9 @@ _BINARY_TYPES = frozenset(
 )
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 MAX_MEDIA_TYPE = 100
+# What a urlencoded form may contain: unreserved and sub-delimiter characters, '%' escapes, '+'.
+_URLENCODED_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%+&=!$'()*,/:;?@[]"
+_json_decode = json.JSONDecoder(parse_constant=str).decode  # NaN/Infinity stay strings; built once
 
 
 @dataclass(slots=True)
@@ -111,8 +116,8 @@ def parse_urlencoded(data: str, max_items: int) -> tuple[dict[str, Any], int]:
             continue
         kept += 1
         name, _, value = pair.partition("=")
-        key = unquote_plus(name, errors="replace")
-        text = unquote_plus(value, errors="replace")
+        key = _unquote(name)
+        text = _unquote(value)
         if key in fields:
             previous = fields[key]
             if isinstance(previous, list):
@@ -122,6 +127,12 @@ def parse_urlencoded(data: str, max_items: int) -> tuple[dict[str, Any], int]:
         else:
             fields[key] = text
     return fields, dropped
+
+
+def _unquote(value: str) -> str:
+    if "%" in value or "+" in value:
+        return unquote_plus(value, errors="replace")
+    return value
 
 
 class _MultipartCollector:
@@ -193,9 +204,8 @@ class _MultipartCollector:
             file.size += end - start
             return
         value: bytearray = part[2]
-        room = self.max_value - len(value)
-        if room > 0:
-            value += data[start : min(end, start + room)]
+        room = max(self.max_value - len(value), 0)
+        value += data[start : min(end, start + room)]
 
     def on_part_end(self) -> None:
         if self.part is not None:
@@ -241,7 +251,7 @@ def _parse_multipart(content_type: str, body: bytes, complete: bool, max_items: 
             parser.finalize()
             if parser.state != MultipartState.END:
                 raise FormParserError("multipart body ended before its closing boundary")
-    except (FormParserError, ValueError):
+    except Exception:  # the parser on hostile input: whatever it raises, the body is unparseable
         return ParsedBody("multipart/form-data", omitted="unparseable")
     if not complete and collector.part is not None:
         collector._store(collector.part, complete=False)
@@ -278,11 +288,14 @@ def parse_body(
         if not complete:
             return ParsedBody(media, omitted="truncated")
         try:
-            return ParsedBody(media, json.loads(body, parse_constant=str))
+            return ParsedBody(media, _json_decode(body.decode(json.detect_encoding(body), "surrogatepass")))
         except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return ParsedBody(media, omitted="unparseable")
     if media == "application/x-www-form-urlencoded":
-        text = body.decode("utf-8", "replace")
+        body = body.rstrip(b"\r\n")  # some clients end the form with a newline
+        if body.translate(None, _URLENCODED_BYTES):
+            return ParsedBody(media, omitted="unparseable")  # raw spaces, quotes, controls: not a urlencoded form
+        text = body.decode("ascii")
         if not complete:
             text = text[: max(text.rfind("&"), 0)]  # the last pair may be cut: drop it
         fields, dropped = parse_urlencoded(text, max_items)

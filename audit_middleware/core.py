@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
+from ._memo import RedactionMemo
 from .context import AuditContext
 from .errors import ConfigurationError
 from .identity import (
@@ -241,6 +242,7 @@ class AuditCore:
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
+        self._memo = RedactionMemo(self.redactor)
         self.body_cap: int = redaction.max_body_bytes
         self._chain = build_chain(cast(Any, config.processors)) if config.processors else None
         self.proxies = TrustedProxies(config.trusted_proxies, config.proxy_header)
@@ -421,7 +423,7 @@ class AuditCore:
             status = 500
         http: dict[str, Any] = {
             "method": request.method[:16],
-            "path": redactor.path(path, template),
+            "path": self._memo.path(path, template),
             "route": template,
             "status": status,
             "duration_ms": round(response.duration * 1000, 3),
@@ -432,7 +434,7 @@ class AuditCore:
             http["outcome"] = "client_disconnected"
         metadata: dict[str, Any] = {
             "ip": ip,
-            "user_agent": redactor.text(user_agent[:MAX_USER_AGENT]) if user_agent is not None else None,
+            "user_agent": self._memo.text(user_agent[:MAX_USER_AGENT]) if user_agent is not None else None,
             "request_id": request_id,
             "http": http,
         }
@@ -440,7 +442,7 @@ class AuditCore:
             metadata["forwarded_for"] = chain
         if request.query_string:
             metadata["query"] = redactor.query(request.query_string)
-        headers = redactor.headers(raw_headers)
+        headers = self._memo.headers(raw_headers)
         for name in self._top_level_headers:  # already stored at the top level
             headers.pop(name, None)
         if headers:
@@ -454,6 +456,7 @@ class AuditCore:
                 complete=request.body_complete,
                 content_encoding=found.get("content_encoding"),
                 allow_fields=allow,
+                total_size=request.body_size,
             )
         if spec is not None and spec.identifier and request.body and content_type:
             identifier = _identifier_from(body)

@@ -14,11 +14,12 @@ Keys are matched after normalisation (lower-cased, ``_ - . space`` removed), so 
   ``code`` is denied as a whole key because on the routes we audit it is an OAuth authorization code
   or a one-time code; ``country_code`` and ``zip_code`` are kept.
 
-Value detectors (:data:`DETECTORS`, applied with :func:`mask_match`) find secrets in any string: HTTP
+Value detectors (:func:`mask_secrets`) find secrets in any string: HTTP
 ``Bearer``/``Token``/``Digest`` credentials (8+ characters with a digit or punctuation, or 20+), ``Basic``
 credentials (base64 of ``user:password``), JWTs (``eyJ...`` segments), PEM private keys (``-----BEGIN ...
 PRIVATE KEY-----`` to its END line, or to the end of the string when cut), URL userinfo
-(``scheme://user:password@``) and 13-19 digit card numbers (spaces or dashes allowed) passing Luhn.
+(``scheme://user:password@``) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
+(Mastercard, Visa, Amex, Diners, Discover, JCB, UnionPay) and passing Luhn.
 Only the matched part is replaced.
 """
 
@@ -32,14 +33,14 @@ __all__ = [
     "DEFAULT_DENY_KEYS",
     "DEFAULT_DENY_STEMS",
     "DEFAULT_DENY_WORDS",
-    "DETECTORS",
     "REDACTED",
     "TRUNCATED",
     "clean",
+    "is_card_number",
     "key_words",
     "looks_like_token",
     "luhn_valid",
-    "mask_match",
+    "mask_secrets",
     "normalise_key",
 ]
 
@@ -65,17 +66,19 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
     }
 )  # fmt: skip
+_MIN_CARD_DIGITS = 13
 _SEPARATORS = str.maketrans("", "", "_-. ")
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-DETECTORS = re.compile(
-    r"(?P<pem>-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----|.*\Z))"
-    r"|(?P<url>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#@]*@"
-    r"|\b(?P<scheme>(?i:bearer|basic|token|digest))[ \t]+(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
-    r"|(?P<jwt>\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?)"
-    r"|(?P<card>(?<![\d])\d(?:[ \-]?\d){12,18}(?!\d))",
-    re.S,
-)
+# One regex per detector, each run only when a cheap substring test says it could match: a combined
+# alternation is tried at every position and costs several times more on ordinary strings.
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----|.*\Z)", re.S)
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?")
+_SCHEME_CREDENTIALS = re.compile(r"\b((?i:bearer|basic|token|digest))[ \t]+([A-Za-z0-9\-._~+/]+=*)")
+_SCHEMES = ("bearer", "basic", "token", "digest")
+_DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
+_CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-~.=]{20,}$")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
@@ -93,6 +96,8 @@ def key_words(key: str) -> list[str]:
 
 def clean(value: str) -> str:
     """Return ``value`` without C0 controls other than tab and newline, lone surrogates replaced by U+FFFD."""
+    if value.isprintable():  # fast path: no control characters and no surrogates
+        return value
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -100,6 +105,28 @@ def clean(value: str) -> str:
             value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if _CONTROL.search(value) is not None:
         value = _CONTROL.sub("", value)
+    return value
+
+
+def mask_secrets(value: str) -> str:
+    """Replace every detector hit in ``value`` with ``REDACTED``, keeping the rest of the string.
+
+    ``value`` must already be :func:`clean` (no lone surrogates).
+    """
+    if "-----BEGIN " in value:
+        value = _PEM.sub(REDACTED, value)
+    if "://" in value:
+        value = _URL_CREDENTIALS.sub(_url_credentials, value)
+    if "eyJ" in value:
+        value = _JWT.sub(REDACTED, value)
+    if " " in value or "\t" in value:
+        lowered = value.lower()
+        if any(scheme in lowered for scheme in _SCHEMES):
+            value = _SCHEME_CREDENTIALS.sub(_scheme_credentials, value)
+    if len(value) >= _MIN_CARD_DIGITS:
+        data = value.encode("utf-8")
+        if len(data) - len(data.translate(None, b"0123456789")) >= _MIN_CARD_DIGITS:
+            value = _DIGIT_RUN.sub(_cards, value)
     return value
 
 
@@ -131,22 +158,36 @@ def looks_like_token(segment: str) -> bool:
     return any(c.isupper() for c in segment) and any(c.islower() for c in segment) and any(c.isdigit() for c in segment)
 
 
-def mask_match(match: re.Match[str]) -> str:
-    """Replacement for a :data:`DETECTORS` match: ``REDACTED`` in place of the secret, or the match unchanged."""
-    kind = match.lastgroup
-    if kind == "url":
-        return match.group("url") + REDACTED + "@"
-    if kind == "card":
-        digits = match.group().replace(" ", "").replace("-", "")
-        return REDACTED if luhn_valid(digits) else match.group()
-    if kind == "cred":
-        scheme, cred = match.group("scheme"), match.group("cred")
-        if scheme.lower() == "basic":
-            try:
-                secret = b":" in base64.b64decode(cred, validate=True)
-            except (binascii.Error, ValueError):
-                secret = False
-        else:
-            secret = len(cred) >= 8 and (len(cred) >= 20 or any(c.isdigit() or c in "._~+/-=" for c in cred))
-        return f"{scheme} {REDACTED}" if secret else match.group()
-    return REDACTED  # pem, jwt
+def _url_credentials(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED + "@"
+
+
+def _scheme_credentials(match: re.Match[str]) -> str:
+    scheme, credentials = match.group(1), match.group(2)
+    if scheme.lower() == "basic":  # only base64 of "user:password" counts, so "Basic plan" stays
+        try:
+            secret = b":" in base64.b64decode(credentials, validate=True)
+        except (binascii.Error, ValueError):
+            secret = False
+    else:  # 8+ characters with a digit or punctuation, or 20+: "Bearer of bad news" stays
+        secret = len(credentials) >= 8 and (
+            len(credentials) >= 20 or any(c.isdigit() or c in "._~+/-=" for c in credentials)
+        )
+    return f"{scheme} {REDACTED}" if secret else match.group()
+
+
+def is_card_number(digits: str) -> bool:
+    """Whether 13-19 digits look like a payment card: a major network's first digit (2-6) and Luhn-valid.
+
+    The first-digit rule keeps millisecond timestamps (``17...``) and most phone and order numbers.
+    """
+    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits)
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = match.group().replace(" ", "").replace("-", "")
+    return REDACTED if is_card_number(digits) else match.group()
+
+
+def _cards(run: re.Match[str]) -> str:
+    return _CARD.sub(_card, run.group())

@@ -140,10 +140,17 @@ class TrustedProxies:
 
 
 def user_id_of(user: Any) -> Any:
-    """The id of a framework user object (or the value itself if it is a plain id); None if anonymous."""
+    """The id of a framework user object (or the value itself if it is a plain id); None if anonymous.
+
+    Never raises: a lazy user object that fails when touched (e.g. one needing a sync database call
+    from async code) counts as no user.
+    """
     if user is None or isinstance(user, str | int | uuid.UUID):
         return user if user != "" else None
-    if getattr(user, "is_authenticated", True) is False:
+    try:
+        if getattr(user, "is_authenticated", True) is False:
+            return None
+    except Exception:
         return None
     if isinstance(user, dict):
         return next((user[k] for k in _USER_KEYS if user.get(k)), None)

@@ -4,16 +4,17 @@
 is then safe to share between threads and requests. Its methods take client-controlled input and
 return JSON-ready values; none of them raises on hostile input.
 
-The key rules and value detectors are listed in :mod:`audit_middleware.detectors`.
-
-Value detectors run on every string whatever its key (:meth:`Redactor.text`). Processors over the
-final metadata are chained with :func:`build_chain`; raising :class:`SkipAudit` drops the record.
+The key rules and value detectors are listed in :mod:`audit_middleware.detectors`, body parsing
+outcomes in :mod:`audit_middleware.bodies`. Value detectors run on every string whatever its key
+(:meth:`Redactor.text`). Processors over the final metadata are chained with :func:`build_chain`
+(re-exported from :mod:`audit_middleware.processors`); raising :class:`SkipAudit` drops the record.
 """
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -23,17 +24,18 @@ from .detectors import (
     DEFAULT_DENY_KEYS,
     DEFAULT_DENY_STEMS,
     DEFAULT_DENY_WORDS,
-    DETECTORS,
     REDACTED,
     TRUNCATED,
     clean,
+    is_card_number,
     key_words,
     looks_like_token,
-    luhn_valid,
-    mask_match,
+    mask_secrets,
     normalise_key,
 )
 from .errors import ConfigurationError
+from .processors import SkipAudit, build_chain
+from .urls import mask_template, redact_url
 
 __all__ = [
     "DEFAULT_CAPTURED_HEADERS",
@@ -60,15 +62,21 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_ALNUM_FAST = 13  # an ASCII letters-and-digits string shorter than this cannot hold anything we detect
+_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value pairs can match (cards need 13 digits)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
-_TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
+_EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 _KEY_CACHE_SIZE = 4096
+_MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
+_HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
+_CACHED_HEADER_BYTES = 512  # longer values are redacted every time
+_DENIED, _KEPT, _HIDDEN = 0, 1, 2  # what happens to the value under a key
 _MAX_QUERY = 64 * 1024  # a query string is parsed up to this many characters
 
 
-class SkipAudit(Exception):
-    """Raised by a processor to drop the record (see :func:`build_chain`)."""
+class _HeaderKind(enum.Enum):
+    REDACT = "redact"
+    URL = "url"
+    TEXT = "text"
 
 
 def _strings(value: Any, field: str) -> tuple[str, ...]:
@@ -132,6 +140,8 @@ class RedactionConfig:
                 raise ConfigurationError(f"{field} must be True or False, got {getattr(self, field)!r}")
         _positive(self.max_body_bytes, "max_body_bytes", 0)
         _positive(self.max_depth, "max_depth", 1)
+        if self.max_depth > _MAX_DEPTH_LIMIT:
+            raise ConfigurationError(f"max_depth must be at most {_MAX_DEPTH_LIMIT}, got {self.max_depth}")
         _positive(self.max_items, "max_items", 1)
         _positive(self.max_string, "max_string", 16)
 
@@ -153,6 +163,8 @@ class Redactor:
         "_deny_stems",
         "_deny_words",
         "_detect",
+        "_header_cache",
+        "_keys",
         "_max_depth",
         "_max_items",
         "_max_string",
@@ -173,13 +185,21 @@ class Redactor:
         self._deny_stems = re.compile("|".join(sorted(map(re.escape, stems)))) if stems else None
         self._deny_words = frozenset() if config.replace_deny_keys else DEFAULT_DENY_WORDS
         self._allow = None if config.allow_keys is None else frozenset(map(normalise_key, config.allow_keys))
-        self._captured = frozenset(name.encode("latin-1") for name in config.captured_headers)
         self._cache: dict[str, bool] = {}
+        self._keys: dict[str, tuple[str, int]] = {}
+        self._header_cache: dict[_HeaderKind, dict[bytes, str]] = {kind: {} for kind in _HeaderKind}
         self._detect = config.detect_values
         self._max_depth = config.max_depth
         self._max_items = config.max_items
         self._max_string = config.max_string
         self._window = config.max_string + _DETECTION_MARGIN
+        self._captured = {name.encode("latin-1"): (name, self._header_kind(name)) for name in config.captured_headers}
+
+    def _header_kind(self, name: str) -> _HeaderKind:
+        norm = normalise_key(name)
+        if any(stem in norm for stem in _ALWAYS_REDACTED_HEADER_STEMS) or self.is_sensitive_key(name):
+            return _HeaderKind.REDACT
+        return _HeaderKind.URL if name in _URL_HEADERS else _HeaderKind.TEXT
 
     @property
     def config(self) -> RedactionConfig:
@@ -217,19 +237,20 @@ class Redactor:
         masks detector hits with ``REDACTED`` (keeping the rest of the string) and cuts the result to
         ``max_string`` characters plus ``...[TRUNCATED]``.
         """
-        if len(value) < _ALNUM_FAST and value.isascii() and value.isalnum():
-            return value  # fast path: too short and too plain to hold anything we detect
+        if type(value) is not str and not isinstance(value, str):
+            value = str(value)  # never raise on a caller's odd value
+        if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
+            if self._detect and (len(value) >= _SHORTEST_SCAN or "://" in value or "eyJ" in value or "=" in value):
+                return self._mask(value)
+            return value
         if len(value) > self._window:
             value = value[: self._window]
         value = clean(value)
         if self._detect:
-            value = DETECTORS.sub(mask_match, value)
+            value = self._mask(value)
         if len(value) > self._max_string:
             value = value[: self._max_string] + "..." + TRUNCATED
         return value
-
-    def _key_text(self, key: Any) -> str:
-        return self.text(key if type(key) is str else str(key))
 
     # -- structures ----------------------------------------------------------------------------------
 
@@ -247,19 +268,51 @@ class Redactor:
             data = {k: v for k, v in data.items() if normalise_key(str(k)) in allowed}
         return self._walk(data, 0, True)
 
+    def _mask(self, value: str) -> str:
+        """The value detectors, plus sensitive ``key=value`` pairs of URLs and query strings in free text."""
+        value = mask_secrets(value)
+        if "=" in value:
+            value = _EMBEDDED_PAIR.sub(self._embedded_pair, value)
+        return value
+
+    def _embedded_pair(self, match: re.Match[str]) -> str:
+        if self.is_sensitive_key(unquote_plus(match.group(2), errors="replace")):
+            return match.group(1) + match.group(2) + "=" + REDACTED
+        return match.group()
+
+    def _key(self, key: Any) -> tuple[str, int]:
+        """Cleaned key and what happens to its value: ``_DENIED``, ``_KEPT`` or ``_HIDDEN`` (allowlist miss)."""
+        info = self._keys.get(key) if type(key) is str else None
+        if info is not None:
+            return info
+        name = self.text(key if type(key) is str else str(key))
+        if self.is_sensitive_key(name):
+            info = (name, _DENIED)
+        elif self._allow is None or normalise_key(name) in self._allow:
+            info = (name, _KEPT)
+        else:
+            info = (name, _HIDDEN)
+        if type(key) is str:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key] = info
+        return info
+
     def _walk(self, value: Any, depth: int, keep: bool) -> Any:
-        if value is None or value is True or value is False:
-            return value if keep else REDACTED
-        if not keep and not isinstance(value, Mapping | list | tuple):
-            return REDACTED
         kind = type(value)
-        if kind is str:
-            return self.text(value)
-        if kind is int:
-            if self._detect and value >= 10**12 and 13 <= len(str(value)) <= 19 and luhn_valid(str(value)):
-                return REDACTED
+        if kind is str:  # the common cases first, by exact type
+            return self.text(value) if keep else REDACTED
+        if kind is dict or kind is list:
+            if depth >= self._max_depth:
+                return TRUNCATED
+            return self._walk_dict(value, depth) if kind is dict else self._walk_list(value, depth, keep)
+        if not keep:
+            return REDACTED
+        if value is None or kind is bool or kind is float:
             return value
-        if kind is float:
+        if kind is int:
+            if self._detect and 10**12 <= value < 10**19 and is_card_number(str(value)):
+                return REDACTED
             return value
         if isinstance(value, PartialText):
             text = self.text(str(value))
@@ -271,28 +324,31 @@ class Redactor:
                 "content_type": value.content_type,
                 **({"truncated": True} if value.truncated else {}),
             }
-        if depth >= self._max_depth:
-            return TRUNCATED
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for count, (key, item) in enumerate(value.items()):
-                if count >= self._max_items:
-                    out[TRUNCATED] = len(value) - count
-                    break
-                name = self._key_text(key)
-                if self.is_sensitive_key(name):
-                    out[name] = REDACTED
-                else:
-                    out[name] = self._walk(item, depth + 1, self._allow is None or normalise_key(name) in self._allow)
-            return out
-        if isinstance(value, list | tuple):
-            items = [self._walk(item, depth + 1, keep) for item in value[: self._max_items]]
-            if len(value) > self._max_items:
-                items.append(f"{TRUNCATED} {len(value) - self._max_items} more items")
-            return items
+        if isinstance(value, Mapping | list | tuple):
+            if depth >= self._max_depth:
+                return TRUNCATED
+            return self._walk_dict(value, depth) if isinstance(value, Mapping) else self._walk_list(value, depth, keep)
         if isinstance(value, bytes | bytearray):
             return f"<{len(value)} bytes>"  # raw bytes are never stored
         return self.text(str(value))
+
+    def _walk_dict(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        limit = self._max_items
+        for count, (key, item) in enumerate(value.items()):
+            if count >= limit:
+                out[TRUNCATED] = len(value) - count
+                break
+            name, status = self._key(key)
+            out[name] = REDACTED if status is _DENIED else self._walk(item, depth + 1, status is _KEPT)
+        return out
+
+    def _walk_list(self, value: Sequence[Any], depth: int, keep: bool) -> list[Any]:
+        limit = self._max_items
+        items = [self._walk(item, depth + 1, keep) for item in value[:limit]]
+        if len(value) > limit:
+            items.append(f"{TRUNCATED} {len(value) - limit} more items")
+        return items
 
     # -- request parts -------------------------------------------------------------------------------
 
@@ -302,20 +358,30 @@ class Redactor:
         Names are lower-cased; repeated headers are joined with ``", "``; Referer and Origin go through
         :meth:`url`, every other value through :meth:`text`.
         """
-        found: dict[str, list[str]] = {}
+        found: dict[bytes, list[bytes]] = {}
+        captured = self._captured
         for raw_name, value in raw:
             lowered = raw_name.lower()
-            if lowered in self._captured:
-                found.setdefault(lowered.decode("latin-1"), []).append(value.decode("latin-1"))
+            if lowered in captured:
+                found.setdefault(lowered, []).append(value)
         out: dict[str, str] = {}
-        for name, values in found.items():
-            norm = normalise_key(name)
-            if any(stem in norm for stem in _ALWAYS_REDACTED_HEADER_STEMS) or self.is_sensitive_key(name):
+        for lowered, values in found.items():
+            name, kind = captured[lowered]
+            if kind is _HeaderKind.REDACT:
                 out[name] = REDACTED
-            elif name in _URL_HEADERS:
-                out[name] = self.url(", ".join(values))
-            else:
-                out[name] = self.text(", ".join(values))
+                continue
+            joined = bytes(values[0]) if len(values) == 1 else b", ".join(values)
+            # User agents, hosts, content types repeat across requests: remember what they became.
+            cache = self._header_cache[kind]
+            result = cache.get(joined)
+            if result is None:
+                text = joined.decode("latin-1")
+                result = self.url(text) if kind is _HeaderKind.URL else self.text(text)
+                if len(joined) <= _CACHED_HEADER_BYTES:
+                    if len(cache) >= _HEADER_CACHE_SIZE:
+                        cache.clear()
+                    cache[joined] = result
+            out[name] = result
         return out
 
     def query(self, raw: bytes | str) -> dict[str, Any]:
@@ -335,18 +401,25 @@ class Redactor:
         complete: bool,
         content_encoding: str | None = None,
         allow_fields: Collection[str] | None = None,
+        total_size: int | None = None,
     ) -> dict[str, Any]:
         """Describe a captured request body, redacted; never returns raw bytes of an opaque body.
 
         Returns ``{"content_type", "size", "truncated", "fields"}`` when the body was parsed (JSON,
         urlencoded or multipart form), else ``{"content_type", "size", "omitted": reason}`` with reason
         one of ``empty``, ``compressed``, ``truncated``, ``unparseable``, ``binary``, ``unsupported``
-        (see :mod:`audit_middleware.bodies`). ``size`` is ``len(body)``, the bytes captured. A body
-        longer than ``max_body_bytes`` is treated as cut there.
+        (see :mod:`audit_middleware.bodies`). ``size`` is ``total_size`` when the caller counted the
+        whole body as it streamed through, else ``len(body)``. A body longer than ``max_body_bytes`` is
+        treated as cut there.
+
+        Example:
+            >>> out = Redactor().body("application/json", b'{"user": "al", "password": "x"}', complete=True)
+            >>> out["size"], out["truncated"], out["fields"]
+            (31, False, {'user': 'al', 'password': '[REDACTED]'})
         """
-        size = len(body)
+        size = len(body) if total_size is None else total_size
         limit = self._config.max_body_bytes
-        if size > limit:
+        if len(body) > limit:
             body, complete = body[:limit], False
         parsed = parse_body(
             content_type,
@@ -364,29 +437,10 @@ class Redactor:
 
     def url(self, url: str) -> str:
         """Drop userinfo and redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
-        url = url[: self._window]
-        scheme, sep, rest = url.partition("://")
-        if sep and "/" not in scheme:
-            authority, slash, tail = _split_authority(rest)
-            if "@" in authority:
-                authority = authority.rpartition("@")[2]
-            url = scheme + sep + authority + slash + tail
-        head, qmark, query = url.partition("?")
-        query, hash_, fragment = query.partition("#")
-        if not qmark:
-            head, hash_, fragment = head.partition("#")
-        url = head + qmark + self._redact_pairs(query) + hash_ + self._redact_pairs(fragment)
-        return self.text(url)
+        return self.text(redact_url(url[: self._window], self._hides))
 
-    def _redact_pairs(self, query: str) -> str:
-        if "=" not in query:
-            return query
-        pairs = query.split("&")
-        for index, pair in enumerate(pairs):
-            name, eq, _ = pair.partition("=")
-            if eq and not self._keeps(unquote_plus(name, errors="replace")):
-                pairs[index] = name + "=" + REDACTED
-        return "&".join(pairs)
+    def _hides(self, key: str) -> bool:
+        return not self._keeps(key)
 
     def path(self, path: str, template: str | None = None) -> str:
         """Return ``path`` with secret segments masked, bounded and cleaned.
@@ -396,66 +450,13 @@ class Redactor:
         look like credentials (JWTs, long hex runs, long mixed-case-and-digit strings; not UUIDs) are
         masked, as are the value detectors' hits.
         """
-        path = path[: self._window]
-        segments = path.split("/")
-        masked = False
+        segments = path[: self._window].split("/")
+        trailing = len(segments) > 2 and segments[-1] == ""
+        if trailing:
+            segments.pop()
         if template is not None:
-            for index, part in enumerate(template.split("/")):
-                if index >= len(segments):
-                    break
-                match = _TEMPLATE_PARAM.match(part)
-                if match is None or not self.is_sensitive_key(match.group(1).strip()):
-                    continue
-                if match.group(2) == "path":
-                    segments[index:] = [REDACTED]
-                    masked = True
-                    break
+            mask_template(segments, template, self.is_sensitive_key)
+        for index, segment in enumerate(segments):
+            if looks_like_token(segment):
                 segments[index] = REDACTED
-                masked = True
-        if not masked:
-            for index, segment in enumerate(segments):
-                if looks_like_token(segment):
-                    segments[index] = REDACTED
-        return self.text("/".join(segments))
-
-
-def _split_authority(rest: str) -> tuple[str, str, str]:
-    for index, char in enumerate(rest):
-        if char in "/?#":
-            return rest[:index], "", rest[index:]
-    return rest, "", ""
-
-
-def build_chain(
-    processors: Sequence[Callable[[dict[str, Any]], dict[str, Any]]],
-) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
-    """Compose processors over the final metadata dict, structlog style.
-
-    Each processor takes the metadata and returns it (or a new dict). A processor that raises
-    :class:`SkipAudit` or returns ``None`` drops the record: the chain returns ``None``. Any other
-    exception propagates (the middleware catches, logs and counts it).
-
-    Example:
-        >>> def tag(metadata):
-        ...     metadata["tenant"] = "acme"
-        ...     return metadata
-        >>> build_chain([tag])({"ip": "10.0.0.1"})
-        {'ip': '10.0.0.1', 'tenant': 'acme'}
-    """
-    steps = tuple(processors)
-    for index, step in enumerate(steps):
-        if not callable(step):
-            raise ConfigurationError(f"processors[{index}] is not callable: {step!r}")
-
-    def run(metadata: dict[str, Any]) -> dict[str, Any] | None:
-        current: dict[str, Any] | None = metadata
-        try:
-            for step in steps:
-                current = step(current)  # type: ignore[arg-type]
-                if current is None:
-                    return None
-        except SkipAudit:
-            return None
-        return current
-
-    return run
+        return self.text("/".join(segments) + ("/" if trailing else ""))

@@ -1,7 +1,8 @@
 """ASGI middleware speed: the same login app bare and wrapped, in process and over HTTP.
 
 Usage:
-    python bench/bench_asgi.py [--dsn DSN] [--requests 20000] [--duration 10] [--connections 32] [--skip-http]
+    python bench/bench_asgi.py [--dsn DSN] [--app raw|fastapi] [--requests 20000] [--duration 10] [--connections 32]
+                               [--skip-http]
 
 Without --dsn (or AUDIT_DSN) an embedded PostgreSQL is started in a temporary directory. Rows go to
 the schema ``bench_asgi``, dropped at the end.
@@ -84,6 +85,28 @@ def login_app(counter: list[int] | None = None) -> Any:
     return app
 
 
+def fastapi_login_app(counter: list[int] | None = None) -> Any:
+    """The same login endpoint as a FastAPI app (form parsing, validation, JSON response)."""
+    from fastapi import FastAPI, Form
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.post("/login")
+    async def login(username: str = Form(), password: str = Form()) -> Any:
+        if counter is not None:
+            counter[0] += 1
+        if not password:
+            return JSONResponse({"detail": "bad credentials"}, status_code=400)
+        return {"user_id": USER_ID, "access_token": "opaque-session-token", "token_type": "bearer"}
+
+    @app.get("/items")
+    async def items() -> str:
+        return "items"
+
+    return app
+
+
 def scope_for(method: str, path: str) -> dict[str, Any]:
     return {
         "type": "http",
@@ -131,9 +154,10 @@ async def scope_copy_cost(n: int) -> float:
     return time.perf_counter() - start
 
 
-async def in_process(dsn: str, n: int, rounds: int = 3) -> dict[str, float]:
+async def in_process(dsn: str, n: int, kind: str, rounds: int = 3) -> dict[str, float]:
     results: dict[str, float] = {}
-    bare = login_app()
+    make = fastapi_login_app if kind == "fastapi" else login_app
+    bare = make()
     for label, sink_kind in (("memory", "memory"), ("postgres", "postgres")):
         writer = (
             AuditWriter(sink=MemorySink())
@@ -141,7 +165,7 @@ async def in_process(dsn: str, n: int, rounds: int = 3) -> dict[str, float]:
             else AuditWriter(dsn, schema=SCHEMA, batch_size=2000)
         )
         await writer.start()
-        wrapped = AuditMiddleware(login_app(), writer=writer)
+        wrapped = AuditMiddleware(make(), writer=writer)
         await drive(wrapped, "POST", "/login", 500)  # warm up caches and the pool
         await writer.flush(60)
         best: dict[str, float] = {}
@@ -200,11 +224,11 @@ class NaiveAuditMiddleware:
         )
 
 
-def serve(variant: str, port: int, dsn: str, count_file: str) -> None:
+def serve(variant: str, port: int, dsn: str, count_file: str, kind: str) -> None:
     import uvicorn
 
     counter = [0]
-    app: Any = login_app(counter)
+    app: Any = fastapi_login_app(counter) if kind == "fastapi" else login_app(counter)
     if variant == "audited":
         app = AuditMiddleware(app, dsn=dsn, writer_options={"schema": SCHEMA})
     elif variant == "naive":
@@ -316,7 +340,7 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def over_http(dsn: str, duration: int, connections: int, tmp: Path) -> list[dict[str, Any]]:
+def over_http(dsn: str, duration: int, connections: int, tmp: Path, kind: str) -> list[dict[str, Any]]:
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT)
     use_wrk = shutil.which("wrk") is not None
@@ -330,6 +354,8 @@ def over_http(dsn: str, duration: int, connections: int, tmp: Path) -> list[dict
             [
                 sys.executable,
                 __file__,
+                "--app",
+                kind,
                 "--serve",
                 variant,
                 "--port",
@@ -394,12 +420,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--app", choices=("raw", "fastapi"), default="raw", help="the login app: raw ASGI or FastAPI")
     parser.add_argument("--serve", choices=("bare", "audited", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.dsn, args.count_file)
+        serve(args.serve, args.port, args.dsn, args.count_file, args.app)
         return
     with tempfile.TemporaryDirectory() as tmp:
         dsn = args.dsn
@@ -410,12 +437,12 @@ def main() -> None:
             dsn, _server = start_embedded(Path(tmp) / "pg", delete_on_exit=True)
         asyncio.run(prepare(dsn))
         try:
-            print("(a) in process, best of 3 rounds,", args.requests, "requests each", flush=True)
-            for key, value in asyncio.run(in_process(dsn, args.requests)).items():
+            print(f"(a) in process, {args.app} app, best of 3 rounds, {args.requests} requests each", flush=True)
+            for key, value in asyncio.run(in_process(dsn, args.requests, args.app)).items():
                 print(f"  {key:<55} {value:10.2f}" if isinstance(value, float) else f"  {key:<55} {value:10d}")
             if not args.skip_http:
-                print(f"(b) over HTTP, {args.duration}s per variant, {args.connections} connections", flush=True)
-                results = over_http(dsn, args.duration, args.connections, Path(tmp))
+                print(f"(b) over HTTP, {args.app} app, {args.duration}s per variant, {args.connections} connections")
+                results = over_http(dsn, args.duration, args.connections, Path(tmp), args.app)
                 bare = results[0]["requests/s"] or 1
                 for r in results:
                     ok = r["rows"] == r["app handled"] if r["variant"] != "bare" else r["rows"] == 0

@@ -508,7 +508,7 @@ async def test_recording_after_the_writer_closed_never_fails_the_request(writer:
     await writer.aclose()
     async with client(app) as c:
         response = await c.post("/login")
-    assert response.status_code == 200 and app.core.errors == 1
+    assert response.status_code == 200 and app.core.errors == 2  # the writer refused to start and to take the event
 
 
 def test_invalid_configuration_fails_at_construction(sink: MemorySink) -> None:
@@ -574,3 +574,12 @@ async def test_secret_path_segment_is_masked_but_the_route_kept(writer: AuditWri
     http = sink.events[0].metadata["http"]
     assert http["route"] == "/reset/{token}" and http["path"].startswith("/reset/")
     sink.assert_no_secret(*SECRETS.values())
+
+
+async def test_body_size_counts_the_whole_streamed_body(writer: AuditWriter, sink: MemorySink) -> None:
+    big = b'{"note": "' + b"x" * 200_000 + b'"}'
+    async with client(wrap(ok_app(), writer, routes={"POST /notes": "note"})) as c:
+        await c.post("/notes", content=big, headers={"content-type": "application/json"})
+    await writer.flush()
+    body = sink.events[0].metadata["body"]
+    assert body["size"] == len(big) and body["omitted"] == "truncated"

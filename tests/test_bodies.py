@@ -129,6 +129,26 @@ def test_cut_form_body_keeps_whole_pairs_and_drops_the_cut_one(redactor: Redacto
     assert out["fields"] == {"username": "alice"}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="password"\r\n\r\n' + SECRET.encode(),
+        b'{"password": "' + SECRET.encode() + b'"}',
+        b"note=" + SECRET.encode() + b" with spaces",
+        b"name=caf\xc3\xa9",
+        b"a=1\x00",
+    ],
+)
+def test_a_form_that_is_not_urlencoded_is_unparseable(redactor: Redactor, body: bytes) -> None:
+    out = redactor.body("application/x-www-form-urlencoded", body, complete=True)
+    assert out == {"content_type": "application/x-www-form-urlencoded", "size": len(body), "omitted": "unparseable"}
+
+
+def test_a_form_with_a_trailing_newline_is_parsed(redactor: Redactor) -> None:
+    out = redactor.body("application/x-www-form-urlencoded", b"a=1&b=%C3%A9\r\n", complete=True)
+    assert out["fields"] == {"a": "1", "b": "\u00e9"}
+
+
 def test_form_field_count_is_capped() -> None:
     redactor = Redactor(RedactionConfig(max_items=2))
     out = redactor.body("application/x-www-form-urlencoded", b"a=1&b=2&c=3", complete=True)
@@ -168,6 +188,7 @@ def test_multipart_fields_and_files_never_file_contents(redactor: Redactor) -> N
         ("avatar", "me.png", "image/png", b"\x89PNG" + SECRET.encode()),
         ("tags", None, None, b"a"),
         ("tags", None, None, b"b"),
+        ("tags", None, None, b"c"),
     )
     out = redactor.body("multipart/form-data; boundary=XyZ", body, complete=True)
     assert out == {
@@ -178,7 +199,7 @@ def test_multipart_fields_and_files_never_file_contents(redactor: Redactor) -> N
             "username": "alice",
             "password": REDACTED,
             "avatar": {"filename": "me.png", "size": 4 + len(SECRET), "content_type": "image/png"},
-            "tags": ["a", "b"],
+            "tags": ["a", "b", "c"],
         },
     }
     assert SECRET not in json.dumps(out)
@@ -305,3 +326,31 @@ def test_parse_body_returns_file_info_objects() -> None:
 )
 def test_media_type(value: str | None, expected: str | None) -> None:
     assert media_type(value) == expected
+
+
+def test_multipart_text_field_is_capped_while_parsing() -> None:
+    parsed = parse_body(
+        "multipart/form-data; boundary=b",
+        multipart("b", ("bio", None, None, b"line\r\n" * 5000), ("after", None, None, b"ok")),
+        complete=True,
+        max_value=64,
+    )
+    assert parsed.fields == {"bio": ("line\r\n" * 11)[:64], "after": "ok"}
+
+
+def test_total_size_reports_the_whole_streamed_body(redactor: Redactor) -> None:
+    out = redactor.body("application/json", b'{"a": ', complete=False, total_size=1_000_000)
+    assert out == {"content_type": "application/json", "size": 1_000_000, "omitted": "truncated"}
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import audit_middleware.processors
+    import audit_middleware.redaction
+    import audit_middleware.urls
+
+    for module in (audit_middleware.redaction, audit_middleware.urls, audit_middleware.processors):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        assert result.attempted > 0

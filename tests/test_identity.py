@@ -175,3 +175,12 @@ def test_user_from_response(headers: Any, body: Any, expected: Any) -> None:
 )
 def test_attempted_identifier(content_type: Any, body: Any, expected: Any) -> None:
     assert attempted_identifier(content_type, body) == expected
+
+
+def test_user_id_of_survives_a_lazy_user_that_fails() -> None:
+    class Lazy:
+        @property
+        def is_authenticated(self) -> bool:
+            raise RuntimeError("SynchronousOnlyOperation")
+
+    assert user_id_of(Lazy()) is None

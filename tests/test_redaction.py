@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -112,11 +113,13 @@ def test_replace_deny_keys_drops_the_defaults() -> None:
     assert not redactor.is_sensitive_key("pin")
 
 
-def test_key_cache_stays_bounded(redactor: Redactor) -> None:
+def test_key_caches_stay_bounded(redactor: Redactor) -> None:
     for index in range(10_000):
-        redactor.is_sensitive_key(f"field{index}")
+        redactor.mapping({f"field{index}": 1})
     assert len(redactor._cache) <= 4096
+    assert len(redactor._keys) <= 4096
     assert redactor.is_sensitive_key("password")
+    assert redactor.mapping({"field9999": 1, "password": 2}) == {"field9999": 1, "password": REDACTED}
 
 
 # -- mapping ----------------------------------------------------------------------------------------
@@ -145,11 +148,8 @@ def test_mapping_applies_value_detectors_under_any_key(redactor: Redactor) -> No
 
 
 def test_mapping_redacts_luhn_valid_card_numbers_given_as_integers(redactor: Redactor) -> None:
-    assert redactor.mapping({"n": 4111111111111111, "m": 4111111111111112, "small": 42}) == {
-        "n": REDACTED,
-        "m": 4111111111111112,
-        "small": 42,
-    }
+    data = {"n": 4111111111111111, "m": 4111111111111112, "ts_ms": 1732579200004, "big": 10**30, "small": 42}
+    assert redactor.mapping(data) == {**data, "n": REDACTED}
 
 
 @pytest.mark.parametrize("value", [None, True, False, 1.5, 0, -3])
@@ -229,6 +229,15 @@ def test_allowlist_mode_never_keeps_a_denied_key() -> None:
 def test_detect_values_off_keeps_strings_but_still_redacts_keys() -> None:
     redactor = Redactor(RedactionConfig(detect_values=False))
     assert redactor.mapping({"note": JWT, "token": "x"}) == {"note": JWT, "token": REDACTED}
+    assert redactor.text("a\x00" + JWT) == "a" + JWT
+
+
+def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
+    from collections import OrderedDict
+
+    redactor = Redactor(RedactionConfig(max_depth=2))
+    data = OrderedDict(t=(("deep",),), pin=1)
+    assert redactor.mapping(data) == {"t": [TRUNCATED], "pin": REDACTED}
 
 
 # -- value detectors --------------------------------------------------------------------------------
@@ -253,11 +262,21 @@ def test_detect_values_off_keeps_strings_but_still_redacts_keys() -> None:
         # URL credentials
         ("postgres://app:s3cret@db.internal:5432/x", f"postgres://{REDACTED}@db.internal:5432/x"),
         ("see https://user:pw@example.com/path ok", f"see https://{REDACTED}@example.com/path ok"),
+        # short strings still reach the detectors that can match them
+        ("eyJabcd.efgh", REDACTED),
+        ("a://u:p@h", f"a://{REDACTED}@h"),
+        # sensitive pairs of URLs and query strings inside free text
+        ("see https://x.example/cb?code=abc&state=1", f"see https://x.example/cb?code={REDACTED}&state=1"),
+        ("password=hunter2", f"password={REDACTED}"),
+        ("retry with pin=1234 now", f"retry with pin={REDACTED} now"),
+        ("a=1&client_secret=s&b=2", f"a=1&client_secret={REDACTED}&b=2"),
         # card numbers passing Luhn, with or without separators
         ("4111111111111111", REDACTED),
         ("card 4111 1111 1111 1111 exp 12/30", f"card {REDACTED} exp 12/30"),
         ("5500-0000-0000-0004", REDACTED),
         ("378282246310005", REDACTED),
+        ("2221000000000009", REDACTED),
+        ("6011111111111117", REDACTED),
     ],
 )
 def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, expected: str) -> None:
@@ -278,6 +297,8 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "+1 (555) 010-9999",
         "2024-01-31 12:00:00",
         "order 1234567890",
+        "1732579200004",  # a Luhn-valid millisecond timestamp
+        "7992739871300008",  # Luhn-valid, no card network starts with 7
         # URLs without a password, public keys, ordinary ids
         "https://user@example.com/x",
         "https://example.com/a:b@c",
@@ -285,6 +306,9 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "6f1c2f0e-8a5b-4c3d-9e7f-0a1b2c3d4e5f",
         "alice@example.com",
         "eyJ",
+        "x=1&y=2",
+        "spinner=3; passport=FR",
+        "a == b",
     ],
 )
 def test_value_detectors_leave_ordinary_strings_alone(redactor: Redactor, value: str) -> None:
@@ -385,6 +409,26 @@ def test_referer_goes_through_url_redaction(redactor: Redactor) -> None:
     assert out == {"referer": f"https://app.example/reset?token={REDACTED}&next=/home"}
 
 
+def test_repeated_header_values_give_the_same_result_from_the_cache(redactor: Redactor) -> None:
+    raw = [(b"user-agent", b"agent 4111 1111 1111 1111"), (b"referer", b"https://a:b@x.example/?token=t")]
+    first = redactor.headers(raw)
+    assert (
+        redactor.headers(raw)
+        == first
+        == {
+            "user-agent": f"agent {REDACTED}",
+            "referer": f"https://x.example/?token={REDACTED}",
+        }
+    )
+
+
+def test_header_cache_stays_bounded(redactor: Redactor) -> None:
+    for index in range(3000):
+        redactor.headers([(b"x-request-id", str(index).encode())])
+    assert all(len(cache) <= 1024 for cache in redactor._header_cache.values())
+    assert redactor.headers([(b"x-request-id", b"2999")]) == {"x-request-id": "2999"}
+
+
 def test_captured_headers_config_is_case_insensitive() -> None:
     redactor = Redactor(RedactionConfig(captured_headers=["X-Tenant"]))
     assert redactor.headers([(b"x-tenant", b"acme")]) == {"x-tenant": "acme"}
@@ -450,6 +494,17 @@ def test_url(redactor: Redactor, url: str, expected: str) -> None:
         ("/users/42/reset/xyz", "/users/{user_id}/reset/{reset_token:str}", f"/users/42/reset/{REDACTED}"),
         ("/users/42", "/users/{user_id}", "/users/42"),
         ("/files/a/b/c", "/files/{secret:path}", f"/files/{REDACTED}"),
+        # mounted apps, trailing slashes, spans followed by more parameters
+        ("/api/v1/reset/abc123", "/reset/{token}", f"/api/v1/reset/{REDACTED}"),
+        ("/reset/abc123/", "/reset/{token}/", f"/reset/{REDACTED}/"),
+        ("/reset/abc123/", "/reset/{token}", f"/reset/{REDACTED}/"),
+        ("/api/files/a/b/sig/xyz", "/files/{name:path}/sig/{signature}", f"/api/files/a/b/sig/{REDACTED}"),
+        ("/api/files/a/b/c", "/files/{key:path}", "/api/files/a/b/c"),
+        ("/api/files/a/b/c", "/files/{private_key:path}", f"/api/files/{REDACTED}"),
+        ("/files", "/files/{secret:path}/x/{token}", "/files"),
+        ("/api/u/tok123/files/a/b", "/u/{token}/files/{name:path}", f"/api/u/{REDACTED}/files/a/b"),
+        ("/x", "/a/b/{token}", "/x"),
+        ("/", "/", "/"),
         # without a template, token-looking segments are masked
         ("/reset/3f9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d", None, f"/reset/{REDACTED}"),
         ("/verify/Zx8kP2mQ9rT4vW7yB1nC5dF", None, f"/verify/{REDACTED}"),
@@ -556,3 +611,78 @@ def test_empty_chain_is_identity() -> None:
 def test_chain_rejects_non_callables() -> None:
     with pytest.raises(ConfigurationError, match=r"processors\[1\]"):
         build_chain([lambda m: m, "nope"])  # type: ignore[list-item]
+
+
+# -- hostile input ----------------------------------------------------------------------------------
+
+_PIECES = [
+    "\x00", "\x1b[2J", "\ud800", "\udfff", "\U0001f600", "\u202e", "é", " ", "\t", "\n", "/", "%", "%00", "&", "=",
+    "://", "@", ":", "eyJ", ".", "-----BEGIN PRIVATE KEY-----", "-----END", "Bearer ", "Basic ", "4111", "1111 ",
+    "-", "{", "}", "[", "]", '"', "a" * 40, "7" * 30, "password", "token",
+]  # fmt: skip
+_SECRET = "Zq9SecretValue77"
+
+
+def _hostile_string(rng: random.Random) -> str:
+    return "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+
+
+def _hostile_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randint(0, 6 if depth < 12 else 3)
+    if kind == 0:
+        return _hostile_string(rng)
+    if kind == 1:
+        return rng.choice([None, True, 0, -1, 2**70, 1.5, float("nan"), 4111111111111111])
+    if kind == 2:
+        return {"password": _SECRET, "note": f"Bearer {_SECRET}"}
+    if kind == 3:
+        return f"https://user:{_SECRET}@example.com/?token={_SECRET}"
+    if kind == 4:
+        return [_hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {_hostile_string(rng): _hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def _assert_storable(out: Any) -> None:
+    text = json.dumps(out, ensure_ascii=False)
+    text.encode("utf-8")  # no lone surrogates
+    assert "\x00" not in text
+    assert _SECRET not in text
+
+
+def test_hostile_values_never_raise_and_never_leak(redactor: Redactor) -> None:
+    rng = random.Random(20261125)
+    for _ in range(400):
+        value = _hostile_value(rng)
+        _assert_storable(redactor.mapping(value))
+        _assert_storable(redactor.mapping({"body": value}, allow_fields=["body"]))
+        string = _hostile_string(rng)
+        _assert_storable(redactor.text(string))
+        _assert_storable(redactor.url(string))
+        _assert_storable(redactor.path(string, rng.choice([None, "/reset/{token}", "/f/{secret:path}/x"])))
+        _assert_storable(redactor.query(string))
+        raw = string.encode("utf-8", "surrogatepass")
+        _assert_storable(redactor.headers([(b"user-agent", raw), (b"referer", raw), (raw, raw)]))
+
+
+def test_hostile_bodies_never_raise_and_never_leak(redactor: Redactor) -> None:
+    rng = random.Random(7)
+    types = [
+        None, "application/json", "multipart/form-data; boundary=b", "multipart/form-data; boundary=",
+        "application/x-www-form-urlencoded", "text/plain", "\x00/\ud800", "application/json; charset=latin-1",
+    ]  # fmt: skip
+    for _ in range(300):
+        body = _hostile_string(rng).encode("utf-8", "surrogatepass") + rng.randbytes(rng.randint(0, 40))
+        if rng.random() < 0.3:
+            body = b'--b\r\nContent-Disposition: form-data; name="password"\r\n\r\n' + _SECRET.encode() + b"\r\n" + body
+        out = redactor.body(rng.choice(types), body, complete=rng.random() < 0.7)
+        _assert_storable(out)
+        assert set(out) in ({"content_type", "size", "omitted"}, {"content_type", "size", "truncated", "fields"})
+
+
+def test_text_accepts_a_non_string_without_raising(redactor: Redactor) -> None:
+    assert redactor.text(12345) == "12345"  # type: ignore[arg-type]
+
+
+def test_max_depth_is_bounded() -> None:
+    with pytest.raises(ConfigurationError, match="max_depth"):
+        RedactionConfig(max_depth=65)
