@@ -237,7 +237,7 @@ class AuditWSGIMiddleware:
                 headers=request_headers(environ),
                 client=environ.get("REMOTE_ADDR") or None,
                 body=b"".join(exchange.body),
-                body_complete=exchange.body_complete,
+                body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
             )

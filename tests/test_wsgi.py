@@ -221,6 +221,7 @@ def test_body_larger_than_the_cap_reaches_the_app_whole(opened: list[Audited]) -
     assert hashlib.sha256(seen[0]).digest() == hashlib.sha256(body).digest()
     [event] = a.events()
     assert "x" * 2000 not in json.dumps(event.metadata)
+    assert (event.metadata["body"]["size"], event.metadata["body"]["omitted"]) == (len(body), "truncated")
 
 
 def test_middleware_never_reads_a_body_the_app_does_not_read(opened: list[Audited]) -> None:
