@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,9 +210,14 @@ def main() -> int:
         if server is not None:
             server.cleanup()
     best = {mode: max(r["rps"] for r in results if r["mode"] == mode) for mode in ("bare", "audited")}
+    median = {mode: statistics.median(r["rps"] for r in results if r["mode"] == mode) for mode in ("bare", "audited")}
     served = sum(r["served"] for r in results if r["mode"] == "audited")
     ratio = best["audited"] / best["bare"]
     print(f"best bare {best['bare']:.1f} req/s, best audited {best['audited']:.1f} req/s: ratio {ratio:.3f} (>= 0.90)")
+    print(
+        f"median bare {median['bare']:.1f}, median audited {median['audited']:.1f}: ratio "
+        f"{median['audited'] / median['bare']:.3f} (a loaded machine moves single runs by far more than 10%)"
+    )
     print(f"audited login requests served {served}, rows in the table {rows}: {'OK' if rows == served else 'MISMATCH'}")
     return 0 if rows == served and ratio >= 0.90 else 1
 
