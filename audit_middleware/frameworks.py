@@ -64,6 +64,9 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
         app: the ``flask.Flask`` app (its ``wsgi_app`` wrapped by ``AuditWSGIMiddleware``).
         user: returns the current user (object or id); default ``flask_login.current_user`` if
             Flask-Login is installed, else ``flask.g.user``.
+
+    Call it after registering your own ``before_request`` hooks that load the user: Flask runs them
+    in registration order, and the user is read once before the view (for logouts) and once after.
     """
     from flask import request
 
