@@ -188,13 +188,31 @@ def wsgi_path(value: str) -> str:
         return value
 
 
+_NOT_A_HEADER = ""
+_HEADER_NAMES: dict[str, str] = {}  # environ key -> header name ("" for other keys); bounded below
+_MAX_CACHED_NAMES = 512  # header names are client-chosen: never let them grow the cache without bound
+
+
+def _header_name(key: str) -> str:
+    if key.startswith("HTTP_"):
+        return key[5:].replace("_", "-").lower()
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return key.replace("_", "-").lower()
+    return _NOT_A_HEADER
+
+
 def request_headers(environ: Environ) -> list[tuple[str, str]]:
+    """The request headers as (lower-case name, value) pairs, from the environ's CGI-style keys."""
+    names = _HEADER_NAMES
     pairs: list[tuple[str, str]] = []
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            pairs.append((key[5:].replace("_", "-").lower(), value))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            pairs.append((key.replace("_", "-").lower(), value))
+        name = names.get(key)
+        if name is None:
+            name = _header_name(key)
+            if len(names) < _MAX_CACHED_NAMES:
+                names[key] = name
+        if name and value and isinstance(value, str):
+            pairs.append((name, value))
     return pairs
 
 

@@ -156,9 +156,6 @@ class AuditWSGIMiddleware:
     ) -> Iterable[bytes]:
         core = self.core
         environ[AUDITED_KEY] = True
-        context = environ.get(CONTEXT_KEY)
-        if not isinstance(context, AuditContext):
-            environ[CONTEXT_KEY] = AuditContext()
         spec = match.spec if match is not None else None
         user_before = environ.get(USER_KEY) or environ.get("REMOTE_USER")
         if spec is not None and spec.user_before and self._has_resolver:

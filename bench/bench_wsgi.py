@@ -2,13 +2,17 @@
 
 Usage:
     python bench/bench_wsgi.py [--dsn DSN] [--workers 2] [--duration 5] [--connections 8] [--rounds 2]
+                               [--in-process 5000]
 
 Without --dsn (or AUDIT_DSN) it starts an embedded PostgreSQL in a temporary directory; rows go to
 a schema of its own, dropped at the end. Bare and audited runs alternate (same gunicorn worker count
 and load); the load generator is wrk (Debian's ``wrk`` package) when installed, else a bounded Python
 client in another process. Every audited gunicorn is stopped with SIGTERM (the workers flush at
 exit) and the table must hold exactly one row per login request the app served. Reports requests/s
-and p99 per run, the best of each mode, and the audited/bare ratio (target >= 0.90).
+and p99 per run, the best and median of each mode, and the audited/bare ratio (target >= 0.90).
+
+First, in process (no HTTP, no gunicorn): the app's WSGI callable called directly, bare and
+audited, in µs per login request; the audited time includes flushing every event to the table.
 """
 
 from __future__ import annotations
@@ -149,6 +153,74 @@ def one_run(audited: bool, dsn: str, args: argparse.Namespace) -> dict[str, Any]
     return {"mode": "audited" if audited else "bare", "rps": rps, "p99_ms": p99, "done": done, "served": served}
 
 
+def environ_for_login(body: bytes) -> dict[str, Any]:
+    import io
+
+    return {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/login",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "bench",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def in_process(dsn: str, n: int) -> int:
+    """µs per request of the login app called directly, bare and audited (flush included). Returns rows made."""
+    os.environ["BENCH_AUDIT"] = "0"
+    sys.path.insert(0, str(BENCH_DIR))
+    from flask_login_app import app
+
+    from audit_middleware import AuditWSGIMiddleware
+
+    bare = app.wsgi_app
+    audited = AuditWSGIMiddleware(bare, dsn=dsn, writer_options={"schema": SCHEMA, "max_buffer": 2 * n + 10})
+    body = BODY.encode()
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return None
+
+    def drive(wsgi: Any) -> None:
+        for _ in range(n):
+            result = wsgi(environ_for_login(body), start_response)
+            for _chunk in result:
+                pass
+            result.close()
+
+    drive(audited)  # warm up: writer thread and pool started, caches filled
+    audited.flush(60)
+    timings: dict[str, list[float]] = {"bare": [], "audited": []}
+    for _ in range(2):
+        started = time.perf_counter()
+        drive(bare)
+        timings["bare"].append((time.perf_counter() - started) / n * 1e6)
+        started = time.perf_counter()
+        drive(audited)
+        audited.flush(60)
+        timings["audited"].append((time.perf_counter() - started) / n * 1e6)
+    audited.close(30)
+    best_bare, best_audited = min(timings["bare"]), min(timings["audited"])
+    print(
+        f"in process, {n} login requests: bare {best_bare:.1f} µs, audited {best_audited:.1f} µs "
+        f"(flush included): +{best_audited - best_bare:.1f} µs per audited request"
+    )
+    return 3 * n
+
+
 async def prepare(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -176,6 +248,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (bounded: at most 60)")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="bare/audited pairs (at most 5)")
+    parser.add_argument("--in-process", type=int, default=5000, help="requests per in-process run (0: skip)")
     parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
     parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run the Python load client
     args = parser.parse_args()
@@ -194,6 +267,11 @@ def main() -> int:
         dsn, server = start_embedded(base / "data", delete_on_exit=True)
     try:
         asyncio.run(prepare(dsn))
+        if args.in_process > 0:
+            made = in_process(dsn, min(args.in_process, 50_000))
+            rows = asyncio.run(count_rows(dsn, drop=False))
+            print(f"  rows written in process: {rows} of {made}: {'OK' if rows == made else 'MISMATCH'}")
+            asyncio.run(prepare(dsn))
         load = "wrk" if shutil.which("wrk") and not args.python_client else "python client"
         print(f"gunicorn --workers {args.workers} (sync), {load}, {args.connections} connections, {args.duration:g}s")
         results = []
