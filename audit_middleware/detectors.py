@@ -2,8 +2,9 @@
 
 Used by :class:`audit_middleware.redaction.Redactor`; kept apart so the rules can be read in one place.
 
-Keys are matched after normalisation (lower-cased, ``_ - . space`` removed), so ``newPassword``,
-``new_password`` and ``New-Password`` are the same key. Three kinds of default rules:
+Keys are matched after normalisation (lower-cased, ``_ - . space`` removed; non-ASCII keys NFKC-folded
+without zero-width characters), so ``newPassword``, ``new_password`` and ``New-Password`` are the same
+key. Three kinds of default rules:
 
 * stems matched anywhere in the normalised key (:data:`DEFAULT_DENY_STEMS`: ``password``, ``secret``,
   ``token``...);
@@ -18,7 +19,9 @@ Value detectors (:func:`mask_secrets`) find secrets in any string: HTTP
 ``Bearer``/``Token``/``Digest`` credentials (8+ characters with a digit or punctuation, or 20+), ``Basic``
 credentials (base64 of ``user:password``), JWTs (``eyJ...`` segments), PEM private keys (``-----BEGIN ...
 PRIVATE KEY-----`` to its END line, or to the end of the string when cut), URL userinfo
-(``scheme://user:password@``) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
+(``scheme://user:password@``), provider API keys with a known prefix (AWS ``AKIA``/``ASIA``, GitHub
+``ghp_``/``github_pat_``, GitLab ``glpat-``, Slack ``xox?-``, Stripe ``sk_live_``/``rk_``/``pk_``, Google
+``AIza``, npm ``npm_``, ``sk-`` keys) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
 (Mastercard, Visa, Amex, Diners, Discover, JCB, UnionPay) and passing Luhn.
 Only the matched part is replaced.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 
 __all__ = [
     "DEFAULT_DENY_KEYS",
@@ -74,9 +78,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # alternation is tried at every position and costs several times more on ordinary strings.
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----|.*\Z)", re.S)
 _URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?")
+_JWT = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?")
 _SCHEME_CREDENTIALS = re.compile(r"\b((?i:bearer|basic|token|digest))[ \t]+([A-Za-z0-9\-._~+/]+=*)")
 _SCHEMES = ("bearer", "basic", "token", "digest")
+# Provider API keys with a recognisable prefix: AWS access key ids, GitHub, GitLab, Slack, Stripe,
+# Google, npm, OpenAI/Anthropic-style "sk-" keys.
+_VENDOR_KEY = re.compile(
+    r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_\-]{35}|npm_[A-Za-z0-9]{36}"
+    r"|sk-(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,})"
+)
+_VENDOR_PREFIXES = ("AKIA", "ASIA", "gh", "glpat-", "xox", "k_live_", "k_test_", "AIza", "npm_", "sk-")
+_SHORTEST_VENDOR_KEY = 20
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -84,14 +97,21 @@ _TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-~.=]{20,}$")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 
 
+def _fold(key: str) -> str:
+    """Non-ASCII keys: compatibility forms folded (fullwidth letters) and invisible format characters removed."""
+    if key.isascii():
+        return key
+    return "".join(char for char in unicodedata.normalize("NFKC", key) if unicodedata.category(char) != "Cf")
+
+
 def normalise_key(key: str) -> str:
     """Return ``key`` lower-cased without ``_``, ``-``, ``.`` or spaces (``New-Password`` -> ``newpassword``)."""
-    return key.lower().translate(_SEPARATORS)
+    return _fold(key).lower().translate(_SEPARATORS)
 
 
 def key_words(key: str) -> list[str]:
     """Split a key into lower-cased words on separators and camelCase (``newPIN_code`` -> new, pin, code)."""
-    return [word.lower() for word in _WORDS.findall(key)]
+    return [word.lower() for word in _WORDS.findall(_fold(key))]
 
 
 def clean(value: str) -> str:
@@ -123,6 +143,8 @@ def mask_secrets(value: str) -> str:
         lowered = value.lower()
         if any(scheme in lowered for scheme in _SCHEMES):
             value = _SCHEME_CREDENTIALS.sub(_scheme_credentials, value)
+    if len(value) >= _SHORTEST_VENDOR_KEY and any(prefix in value for prefix in _VENDOR_PREFIXES):
+        value = _VENDOR_KEY.sub(REDACTED, value)
     if len(value) >= _MIN_CARD_DIGITS:
         data = value.encode("utf-8")
         if len(data) - len(data.translate(None, b"0123456789")) >= _MIN_CARD_DIGITS:

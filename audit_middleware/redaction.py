@@ -113,7 +113,8 @@ class RedactionConfig:
             are kept; the rest are counted under a ``TRUNCATED`` key / item.
         max_string: strings longer than this are cut and end with ``...[TRUNCATED]``.
         detect_values: run the value detectors (bearer/basic credentials, JWTs, PEM private keys, URL
-            credentials, Luhn-valid card numbers) on every string.
+            credentials, provider API keys, sensitive ``key=value`` pairs, Luhn-valid card numbers) on
+            every string.
     """
 
     deny_keys: Collection[str] = ()
@@ -285,10 +286,12 @@ class Redactor:
         info = self._keys.get(key) if type(key) is str else None
         if info is not None:
             return info
-        name = self.text(key if type(key) is str else str(key))
-        if self.is_sensitive_key(name):
+        raw = key if type(key) is str else str(key)
+        full = clean(raw[: self._window])  # judged whole: cutting a long key could cut off "password"
+        name = self.text(raw)
+        if self.is_sensitive_key(full):
             info = (name, _DENIED)
-        elif self._allow is None or normalise_key(name) in self._allow:
+        elif self._allow is None or normalise_key(full) in self._allow:
             info = (name, _KEPT)
         else:
             info = (name, _HIDDEN)
@@ -445,10 +448,11 @@ class Redactor:
     def path(self, path: str, template: str | None = None) -> str:
         """Return ``path`` with secret segments masked, bounded and cleaned.
 
-        With the route ``template`` (``/reset/{token}``) a segment whose parameter name is sensitive is
-        masked (a trailing ``{x:path}`` parameter masks the rest of the path). Without one, segments that
-        look like credentials (JWTs, long hex runs, long mixed-case-and-digit strings; not UUIDs) are
-        masked, as are the value detectors' hits.
+        With the route ``template`` (``/reset/{token}``, aligned on its end so a mount prefix does not
+        matter) a segment whose parameter name is sensitive is masked; a sensitive ``{x:path}`` parameter
+        masks all the segments it spans. With or without one, segments that look like credentials (JWTs,
+        16+ hex runs, 20+ mixed-case-and-digit strings; not UUIDs or slugs) are masked, as are the value
+        detectors' hits.
         """
         segments = path[: self._window].split("/")
         trailing = len(segments) > 2 and segments[-1] == ""

@@ -583,3 +583,14 @@ async def test_body_size_counts_the_whole_streamed_body(writer: AuditWriter, sin
     await writer.flush()
     body = sink.events[0].metadata["body"]
     assert body["size"] == len(big) and body["omitted"] == "truncated"
+
+
+async def test_multipart_upload_keeps_file_facts_never_contents(writer: AuditWriter, sink: MemorySink) -> None:
+    content = b"TOP-SECRET-FILE-CONTENTS " * 100
+    async with client(wrap(ok_app(), writer, routes={"POST /upload": "upload"})) as c:
+        await c.post("/upload", data={"title": "q3 report"}, files={"doc": ("report.pdf", content, "application/pdf")})
+    await writer.flush()
+    fields = sink.events[0].metadata["body"]["fields"]
+    assert fields["title"] == "q3 report"
+    assert fields["doc"]["filename"] == "report.pdf" and fields["doc"]["size"] == len(content)
+    sink.assert_no_secret("TOP-SECRET-FILE-CONTENTS")

@@ -83,7 +83,7 @@ async def test_rows_land_with_correct_columns_and_no_secret(pg: PgTarget, users:
 async def test_owned_writer_flushes_on_lifespan_shutdown(pg: PgTarget, users: list[uuid.UUID]) -> None:
     app = auth_app(users)
     middleware = AuditMiddleware(app, dsn=pg.dsn, writer_options={"schema": pg.schema, "flush_interval": 60})
-    messages = [{"type": "lifespan.startup"}]
+    messages: list[dict[str, Any]] = [{"type": "lifespan.startup"}]
     sent: list[str] = []
 
     async def receive() -> dict[str, Any]:
@@ -100,3 +100,38 @@ async def test_owned_writer_flushes_on_lifespan_shutdown(pg: PgTarget, users: li
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     rows = await pg.rows()
     assert [(r["action"], r["user_id"]) for r in rows] == [("login", users[0])]
+
+
+async def test_hostile_input_still_lands_as_a_clean_row(pg: PgTarget) -> None:
+    from tests.asgi_helpers import Driver, http_scope, ok_app
+
+    writer = AuditWriter(pg.dsn, schema=pg.schema)
+    app = AuditMiddleware(ok_app(), writer=writer, audit_unmapped=True, trusted_proxies=["10.0.0.0/8"])
+    headers = [
+        (b"user-agent", b"evil\x00agent\xff\xfe" + b"A" * 10_000),
+        (b"x-request-id", "ünïcode-id\x00".encode()),
+        (b"x-forwarded-for", b"garbage, \x00, 999.1.1.1, " + b"1.1.1.1, " * 50),
+        (b"content-type", b"application/json"),
+        (b"referer", b"https://user:pa55@evil.example/\x00?token=abc"),
+    ]
+    body = (
+        b'{"username": "a\\u0000b", "note": "\\ud800 lone surrogate", "password": "p\\u0000w", "deep": '
+        + (b"[" * 200 + b"]" * 200)
+        + b"}"
+    )
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[:40], "more_body": True},
+        {"type": "http.request", "body": body[40:]},
+    ]
+    driver = Driver(messages)
+    scope = http_scope("POST", "/login\x00/../login", headers=headers, query_string=b"q=\xff\xfe&token=secret-q")
+    await app(scope, driver.receive, driver.send)
+    assert driver.status == 200
+    await writer.aclose()
+    [row] = await pg.fetch("SELECT action, metadata::text AS md FROM {t}")
+    assert row["action"] in ("login", "http_request")
+    metadata = json.loads(row["md"])
+    assert metadata["request_id"] != "ünïcode-id\x00" and len(metadata["user_agent"]) < 1100
+    assert metadata["ip"] == "10.0.0.1"  # the garbage chain is kept but never believed
+    for secret in ("pa55", "secret-q", "p\\u0000w", "p\x00w"):
+        assert secret not in row["md"]

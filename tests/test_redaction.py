@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -54,6 +55,8 @@ def redactor() -> Redactor:
         # cards and identity numbers
         "pin", "card_pin", "cardPIN", "cvv", "cvc", "CVV2", "card_number", "cardNumber", "cardnumber",
         "credit_card", "creditCardNumber", "ccnum", "cc_number", "ssn", "SSN", "social_security_number", "iban",
+        # Unicode disguises: fullwidth letters, zero-width characters
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", "pass\u200bword", "card\u00adPIN",
         # integrity material
         "signature", "salt", "hash", "password_hash",
     ],
@@ -177,6 +180,12 @@ def test_mapping_bounds_strings_and_keys() -> None:
     assert value == "v" * 20 + "..." + TRUNCATED
 
 
+def test_a_long_key_is_judged_before_it_is_cut() -> None:
+    redactor = Redactor(RedactionConfig(max_string=20))
+    out = redactor.mapping({"x" * 30 + "_password": "hunter2"})
+    assert out == {"x" * 20 + "..." + TRUNCATED: REDACTED}
+
+
 def test_mapping_converts_odd_values_to_bounded_strings(redactor: Redactor) -> None:
     out = redactor.mapping({1: b"\x00raw", "t": ("a", "b"), "o": object.__new__(type("Thing", (), {}))})
     assert out["1"] == "<4 bytes>"
@@ -265,6 +274,16 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
         # short strings still reach the detectors that can match them
         ("eyJabcd.efgh", REDACTED),
         ("a://u:p@h", f"a://{REDACTED}@h"),
+        # provider API keys with a known prefix
+        ("aws AKIAIOSFODNN7EXAMPLE ok", f"aws {REDACTED} ok"),
+        ("ghp_" + "a1B2" * 9, REDACTED),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", REDACTED),
+        ("glpat-abcdefghij0123456789", REDACTED),
+        ("xoxb-123456789012-abcdefABCDEF", REDACTED),
+        ("key: sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", f"key: {REDACTED}"),
+        ("AIza" + "SyA-1234567890abcdefghijklmnopqrstu", REDACTED),
+        ("npm_" + "a" * 36, REDACTED),
+        ("sk-proj-abcdefghijklmnopqrstuvwxyz012345", REDACTED),
         # sensitive pairs of URLs and query strings inside free text
         ("see https://x.example/cb?code=abc&state=1", f"see https://x.example/cb?code={REDACTED}&state=1"),
         ("password=hunter2", f"password={REDACTED}"),
@@ -309,6 +328,11 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "x=1&y=2",
         "spinner=3; passport=FR",
         "a == b",
+        "ghost-writer-for-the-blog-post",
+        "task-1234 is done",
+        "AKIA is not a key",
+        "sk-learn-is-a-python-library-name",
+        "heyJude.singalong.tonight",
     ],
 )
 def test_value_detectors_leave_ordinary_strings_alone(redactor: Redactor, value: str) -> None:
@@ -451,6 +475,7 @@ def test_captured_headers_config_is_case_insensitive() -> None:
         (f"id_token={JWT}&state=xyz".encode(), {"id_token": REDACTED, "state": "xyz"}),
         (f"redirect={JWT}".encode(), {"redirect": REDACTED}),
         (b"n=%00x", {"n": "x"}),
+        ("s=%41\ud800", {"s": "A\ufffd"}),
     ],
 )
 def test_query(redactor: Redactor, raw: bytes | str, expected: dict[str, Any]) -> None:
@@ -686,3 +711,24 @@ def test_text_accepts_a_non_string_without_raising(redactor: Redactor) -> None:
 def test_max_depth_is_bounded() -> None:
     with pytest.raises(ConfigurationError, match="max_depth"):
         RedactionConfig(max_depth=65)
+
+
+def test_one_redactor_is_safe_to_share_between_threads(redactor: Redactor) -> None:
+    errors: list[str] = []
+
+    def work(worker: int) -> None:
+        for index in range(3000):  # distinct keys keep the bounded caches filling and clearing
+            out = redactor.mapping({f"k{worker}_{index}": index, "password": "x"})
+            headers = redactor.headers([(b"x-request-id", f"{worker}-{index}".encode())])
+            if out != {f"k{worker}_{index}": index, "password": REDACTED} or headers != {
+                "x-request-id": f"{worker}-{index}"
+            }:
+                errors.append(f"{worker}/{index}")
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
