@@ -30,7 +30,8 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor  # imported now: importing it at exit would fail
+from typing import Any, TypeVar
 
 from .buffer import AuditWriter, WriterStats
 from .errors import WriterClosedError
@@ -45,6 +46,26 @@ MSG_THREAD_STUCK = "the audit writer thread did not stop within %.1fs"
 THREAD_NAME = "audit_middleware.writer"
 
 _instances: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
+T = TypeVar("T")
+
+
+class _ExitSafeExecutor(ThreadPoolExecutor):
+    """The writer loop's default executor (asyncpg resolves host names in it).
+
+    While the interpreter exits no new thread may start, so a plain executor refuses work and the
+    final flush could not connect to a host given by name: then the work runs inline instead.
+    """
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            future: Future[T] = Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+            return future
 
 
 class BackgroundWriter:
@@ -104,6 +125,7 @@ class BackgroundWriter:
                 raise WriterClosedError("the audit writer is closed")
             writer = self._make()
             loop = asyncio.new_event_loop()
+            loop.set_default_executor(_ExitSafeExecutor(max_workers=2, thread_name_prefix=THREAD_NAME))
             # Queued before the thread exists, so it runs before anything another thread schedules later
             # (close() and flush() use call_soon_threadsafe, which is FIFO behind this).
             loop.call_soon(writer.start_soon)

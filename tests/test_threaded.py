@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
+import anyio
 import pytest
 
 from audit_middleware import AuditWriter, WriterClosedError
 from audit_middleware.testing import MemorySink
 from audit_middleware.threaded import BackgroundWriter, close_all
+
+from .conftest import PgTarget
 
 
 def test_starts_lazily_on_first_event_and_writes_from_its_own_thread() -> None:
@@ -111,3 +116,27 @@ def test_a_forked_child_starts_its_own_thread_and_inherits_no_events() -> None:
         assert sink.actions() == ["parent_event"]  # the parent's thread is unaffected
     finally:
         background.close(5)
+
+
+EXIT_SCRIPT = """
+import sys
+from audit_middleware import AuditWriter
+from audit_middleware.threaded import BackgroundWriter
+
+dsn, schema = sys.argv[1], sys.argv[2]
+background = BackgroundWriter(lambda: AuditWriter(dsn, schema=schema, flush_interval=600.0))
+background.record_nowait("written_at_exit")
+# no close(): the interpreter's exit flushes, connecting only now
+"""
+
+
+def test_interpreter_exit_flushes_even_when_the_pool_first_connects_then(pg: PgTarget) -> None:
+    # A host name (not an IP) makes asyncpg resolve it in the loop's executor, which a plain
+    # executor refuses while the interpreter exits.
+    dsn = pg.dsn.replace("@127.0.0.1:", "@localhost:")
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, dsn, pg.schema], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    rows = anyio.run(pg.rows)
+    assert [r["action"] for r in rows] == ["written_at_exit"], done.stderr
