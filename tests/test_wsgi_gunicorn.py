@@ -62,7 +62,8 @@ def wait_until_workers_serve(url: str, process: subprocess.Popen[bytes], workers
 def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarget) -> None:
     anyio.run(add_user, pg)
     port = free_port()
-    env = {**os.environ, "AUDIT_DSN": pg.dsn, "AUDIT_SCHEMA": pg.schema, "PYTHONPATH": str(ROOT)}
+    dsn = pg.dsn.replace("@127.0.0.1:", "@localhost:")  # by name: the workers' pools first connect at exit
+    env = {**os.environ, "AUDIT_DSN": dsn, "AUDIT_SCHEMA": pg.schema, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
     command += ["--graceful-timeout", "20", "--log-level", "warning", "tests.gunicorn_app:app"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
