@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the d
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: audit_middleware
 
 DATA_DIR = Path(".audit-data")
+EMBEDDED = "AUDIT_DSN" not in os.environ  # else the audit rows go to the server it names
 
 
 def database() -> str:
@@ -69,7 +70,7 @@ async def show(dsn: str, limit: int = 20) -> None:
 
 
 def how_to_look(dsn: str) -> str:
-    where = f"embedded PostgreSQL, data in {(DATA_DIR / 'pg').resolve()}" if "pg" in dsn and "host=/" in dsn else dsn
+    where = f"embedded PostgreSQL, data in {(DATA_DIR / 'pg').resolve()}" if EMBEDDED else "$AUDIT_DSN"
     return (
         f"audit rows go to: {where}\n"
         f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
