@@ -48,7 +48,7 @@ async def prepare_audit_table(dsn: str) -> None:
 
     conn = await asyncpg.connect(dsn)
     try:
-        await init_db(conn)
+        await init_db(conn, users_table=None)  # Django's users live in SQLite: no foreign key to them
     finally:
         await conn.close()
 
