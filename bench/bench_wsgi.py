@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,20 @@ def in_process(dsn: str, n: int) -> int:
         drive(audited)
         audited.flush(60)
         timings["audited"].append((time.perf_counter() - started) / n * 1e6)
+    unaudited = []
+    for app_under_test in (bare, audited):  # the same middleware on a route it does not audit
+
+        def health(wsgi: Any = app_under_test) -> None:
+            environ = environ_for_login(b"")
+            environ["REQUEST_METHOD"], environ["PATH_INFO"] = "GET", "/health"
+            result = wsgi(environ, start_response)
+            for _chunk in result:
+                pass
+            getattr(result, "close", lambda: None)()
+
+        unaudited.append(min(timeit.repeat(health, number=n, repeat=3)) / n * 1e6)
     audited.close(30)
+    print(f"in process, unaudited GET /health: +{unaudited[1] - unaudited[0]:.2f} µs per request")
     best_bare, best_audited = min(timings["bare"]), min(timings["audited"])
     print(
         f"in process, {n} login requests: bare {best_bare:.1f} µs, audited {best_audited:.1f} µs "
