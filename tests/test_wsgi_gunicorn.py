@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 
 from .conftest import PgTarget
 
@@ -59,13 +60,15 @@ def wait_until_workers_serve(url: str, process: subprocess.Popen[bytes], workers
     raise RuntimeError(f"only {len(seen)} of {workers} gunicorn workers answered")
 
 
-def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarget) -> None:
+@pytest.mark.parametrize("threads", [1, 4], ids=["sync", "gthread"])
+def test_every_request_under_gunicorn_workers_is_a_row_after_sigterm(pg: PgTarget, threads: int) -> None:
     anyio.run(add_user, pg)
     port = free_port()
     dsn = pg.dsn.replace("@127.0.0.1:", "@localhost:")  # by name: the workers' pools first connect at exit
     env = {**os.environ, "AUDIT_DSN": dsn, "AUDIT_SCHEMA": pg.schema, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
-    command += ["--graceful-timeout", "20", "--log-level", "warning", "tests.gunicorn_app:app"]
+    command += ["--threads", str(threads), "--graceful-timeout", "20", "--log-level", "warning"]
+    command.append("tests.gunicorn_app:app")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
