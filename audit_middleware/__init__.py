@@ -10,10 +10,13 @@ from .buffer import AuditWriter, WriterStats
 from .config import WriterConfig
 from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
+from .frameworks import DjangoAuditMiddleware, install_flask
 from .records import COLUMNS, AuditEvent
 from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
 from .schema import apply as init_db
 from .sinks.postgres import PostgresSink
+from .threaded import BackgroundWriter
+from .wsgi import AuditWSGIMiddleware
 
 __all__ = [
     "COLUMNS",
@@ -22,8 +25,11 @@ __all__ = [
     "AuditError",
     "AuditEvent",
     "AuditMiddleware",
+    "AuditWSGIMiddleware",
     "AuditWriter",
+    "BackgroundWriter",
     "ConfigurationError",
+    "DjangoAuditMiddleware",
     "PostgresSink",
     "RedactionConfig",
     "Redactor",
@@ -34,4 +40,5 @@ __all__ = [
     "WriterStats",
     "audit_context",
     "init_db",
+    "install_flask",
 ]

@@ -1,0 +1,113 @@
+"""Optional glue that hands a WSGI framework's user and matched route to ``AuditWSGIMiddleware``.
+
+The WSGI middleware sits outside the framework, so it cannot see ``flask_login.current_user`` or
+Django's ``request.user``; these helpers copy them into the environ (``USER_KEY``, ``ROUTE_KEY``)
+on audited requests only, so unaudited requests pay nothing (no session lookup).
+
+Flask::
+
+    app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app, dsn=DSN)
+    install_flask(app)                      # user: flask_login.current_user, else flask.g.user
+
+Django (``settings.MIDDLEWARE``, after ``AuthenticationMiddleware``)::
+
+    "audit_middleware.frameworks.DjangoAuditMiddleware",
+
+The user is taken before the view runs (a logout destroys it) and again after (a login creates it);
+the later one wins when it is authenticated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from .identity import user_id_of
+from .wsgi import AUDITED_KEY, ROUTE_KEY, USER_KEY
+
+__all__ = ["DjangoAuditMiddleware", "install_flask"]
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>:]+)>")
+
+
+def _template(rule: Any) -> str | None:
+    """A framework rule (``/users/<int:id>``, Django ``users/<int:id>/``) as ``/users/{id}``."""
+    if not isinstance(rule, str) or "^" in rule or "(?" in rule:  # Django regex routes: no usable template
+        return None
+    return _CONVERTER.sub(r"{\1}", rule if rule.startswith("/") else "/" + rule)
+
+
+def _remember_user(environ: MutableMapping[str, Any], user: Any) -> None:
+    try:
+        user_id = user_id_of(user)
+    except Exception:  # a broken user object (or session backend) must not break the request
+        return
+    if user_id is not None:
+        environ[USER_KEY] = user_id
+
+
+def _flask_current_user() -> Any:
+    try:
+        from flask_login import current_user  # type: ignore[import-not-found]
+    except ImportError:
+        from flask import g
+
+        return g.get("user")
+    return current_user
+
+
+def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
+    """Register Flask hooks that record the user and the matched URL rule for the WSGI middleware.
+
+    Args:
+        app: the ``flask.Flask`` app (its ``wsgi_app`` wrapped by ``AuditWSGIMiddleware``).
+        user: returns the current user (object or id); default ``flask_login.current_user`` if
+            Flask-Login is installed, else ``flask.g.user``.
+
+    Call it after registering your own ``before_request`` hooks that load the user: Flask runs them
+    in registration order, and the user is read once before the view (for logouts) and once after.
+    """
+    from flask import request
+
+    get_user = user or _flask_current_user
+
+    def before() -> None:
+        environ = request.environ
+        if environ.get(AUDITED_KEY):
+            rule = request.url_rule
+            template = _template(rule.rule if rule is not None else None)
+            if template is not None:
+                environ[ROUTE_KEY] = template
+            _remember_user(environ, get_user())
+
+    def after(response: Any) -> Any:
+        if request.environ.get(AUDITED_KEY):
+            _remember_user(request.environ, get_user())
+        return response
+
+    app.before_request(before)
+    app.after_request(after)
+
+
+class DjangoAuditMiddleware:
+    """Django middleware: copies ``request.user`` and the resolved route into the environ for auditing.
+
+    Place it after ``django.contrib.auth.middleware.AuthenticationMiddleware``.
+    """
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        environ = request.META
+        if not environ.get(AUDITED_KEY):
+            return self.get_response(request)
+        _remember_user(environ, getattr(request, "user", None))
+        response = self.get_response(request)
+        _remember_user(environ, getattr(request, "user", None))
+        match = getattr(request, "resolver_match", None)
+        template = _template(getattr(match, "route", None)) if match is not None else None
+        if template is not None:
+            environ[ROUTE_KEY] = template
+        return response

@@ -1,0 +1,260 @@
+"""``AuditWSGIMiddleware``: the ASGI middleware's auditing for WSGI apps (Flask, Django, any callable).
+
+All decisions (route match, action, user, IP, redaction, metadata layout) come from the shared
+:class:`~audit_middleware.core.AuditCore`; this module only observes the WSGI exchange:
+
+* ``start_response`` is wrapped to see the status (``exc_info`` passes through as given);
+* ``wsgi.input`` is wrapped by a tee that keeps a capped prefix of exactly what the app reads: the
+  middleware itself never reads the body, so a request without a length can never block on it;
+* the app's iterable is returned wrapped: chunks pass through one by one as the server pulls them
+  (never buffered), and ``close()`` closes the app's iterable once and then records the event once.
+  A ``wsgi.file_wrapper`` response is returned as is (the server's sendfile path keeps working),
+  with its ``close`` hooked to record the event.
+
+An exception from the app propagates unchanged and is recorded as status 500. Events go to a
+:class:`~audit_middleware.threaded.BackgroundWriter`: a writer thread per process, started on the
+first audited request (after a pre-fork server forked), flushed at exit or on :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._types_wsgi import Environ, StartResponse, WSGIApp
+from ._wsgi_io import (
+    AuditedResponse,
+    Exchange,
+    TeeInput,
+    content_length,
+    hook_file_wrapper,
+    request_headers,
+    wsgi_path,
+)
+from .buffer import AuditWriter
+from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
+from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
+from .errors import ConfigurationError, WriterClosedError
+from .routing import RouteMatch
+from .threaded import BackgroundWriter
+
+__all__ = ["ROUTE_KEY", "USER_KEY", "AuditWSGIMiddleware"]
+
+USER_KEY = "audit_middleware.user"
+"""Environ key where framework glue (or the app) leaves the request's user (object or id)."""
+ROUTE_KEY = "audit_middleware.route"
+"""Environ key where framework glue leaves the matched route template (e.g. ``/users/<int:id>``)."""
+AUDITED_KEY = "audit_middleware.audited"
+"""Set (True) in the environ of requests the middleware audits, for framework glue to check cheaply."""
+
+
+def _background(writer: Any, core: AuditCore) -> BackgroundWriter:
+    """The middleware's BackgroundWriter for the ``writer`` option."""
+    if isinstance(writer, BackgroundWriter):
+        return writer
+    if isinstance(writer, AuditWriter):
+        shared = writer
+        return BackgroundWriter(lambda: shared)
+    if writer is None:
+        core.make_writer()  # validates the DSN now (nothing is opened): errors belong at construction
+        return BackgroundWriter(lambda: core.make_writer()[0])
+    if callable(writer):
+        return BackgroundWriter(writer)
+    raise ConfigurationError(
+        f"writer must be an AuditWriter, a BackgroundWriter or a callable returning an AuditWriter, got {writer!r}"
+    )
+
+
+class AuditWSGIMiddleware:
+    """Record an audit event for every mapped request (and the usual auth endpoints) of a WSGI app.
+
+    Same options, route mapping, preset, identity, redaction, outcome-aware actions and metadata
+    layout as :class:`~audit_middleware.AuditMiddleware`. The ``user_resolver`` receives the environ.
+
+    Args:
+        app: the WSGI application.
+        dsn: PostgreSQL DSN for the middleware's own writer (default ``AUDIT_DSN``).
+        writer: a :class:`~audit_middleware.threaded.BackgroundWriter` to share with hand-recorded events
+            (the WSGI way to share one buffer), a callable building an ``AuditWriter`` (called once per
+            process, so each forked worker gets its own), or an ``AuditWriter`` not started yet (for a
+            single-process server: it runs on the middleware's thread, which closes it).
+        routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
+        trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
+        **options: the other :class:`~audit_middleware.core.MiddlewareConfig` fields.
+
+    Raises:
+        ConfigurationError: an option is invalid or unknown; the message names it.
+
+    Example:
+        >>> flask_app.wsgi_app = AuditWSGIMiddleware(flask_app.wsgi_app, dsn=DSN)  # doctest: +SKIP
+        >>> application = AuditWSGIMiddleware(get_wsgi_application(), dsn=DSN)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        dsn: str | None = None,
+        writer: Any = None,
+        routes: Mapping[str, Any] | None = None,
+        trusted_proxies: Iterable[str] | str = ("127.0.0.1", "::1"),
+        **options: Any,
+    ) -> None:
+        self.app = app
+        if not isinstance(trusted_proxies, str):
+            trusted_proxies = tuple(trusted_proxies)
+        config = MiddlewareConfig.from_options(dsn=dsn, routes=routes, trusted_proxies=trusted_proxies, **options)
+        self.core = AuditCore(config)
+        self.writer = _background(writer, self.core)
+        self._unmapped = config.audit_unmapped
+        self._peek = config.max_response_peek
+        self._has_resolver = config.user_resolver is not None
+
+    @property
+    def config(self) -> MiddlewareConfig:
+        """The validated configuration."""
+        return self.core.config
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until this process's recorded events are written (tests, scripts; not in a request)."""
+        self.writer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop this process's writer thread (also done at interpreter exit)."""
+        self.writer.close(timeout)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if INSTALLED_KEY in environ:
+            return self.app(environ, start_response)
+        environ[INSTALLED_KEY] = True
+        method = environ.get("REQUEST_METHOD", "GET")
+        root_path = wsgi_path(environ.get("SCRIPT_NAME", ""))
+        path = root_path + wsgi_path(environ.get("PATH_INFO", "") or "/")
+        match = self.core.match(method, path, root_path)
+        if match is None and not self._unmapped:
+            token = current_carrier.set(environ)
+            try:
+                result = self.app(environ, start_response)
+            finally:
+                current_carrier.reset(token)
+            if CONTEXT_KEY in environ:  # a handler enriched an unmapped request: record it (status unknown)
+                self._record(environ, None, Exchange(0), None, 0.0, None, method, path, root_path)
+            return result
+        return self._audited(environ, start_response, match, method, path, root_path)
+
+    # -- one audited request ---------------------------------------------------------------------
+
+    def _audited(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        match: RouteMatch | None,
+        method: str,
+        path: str,
+        root_path: str,
+    ) -> Iterable[bytes]:
+        core = self.core
+        environ[AUDITED_KEY] = True
+        spec = match.spec if match is not None else None
+        user_before = environ.get(USER_KEY) or environ.get("REMOTE_USER")
+        if spec is not None and spec.user_before and self._has_resolver:
+            user_before = core.resolve_user(environ) or user_before
+        exchange = Exchange(self._peek if core.wants_response_body(match) else 0)
+        cap = core.body_cap if core.wants_body(match) else 0
+        stream = environ.get("wsgi.input")
+        if cap and stream is not None:
+            environ["wsgi.input"] = TeeInput(stream, exchange, cap, content_length(environ))
+
+        def start_response_with_audit(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            write = start_response(status, headers, *exc_info)  # raises per PEP 3333 if headers were sent
+            try:
+                exchange.status = int(status[:3])
+            except (TypeError, ValueError):
+                exchange.status = None
+            if exchange.peek:
+                exchange.response_headers = list(headers)
+                if not any(k.lower() == "content-type" and "json" in v for k, v in headers):
+                    exchange.peek = 0  # only JSON bodies name a user; cookies are in the headers
+
+            def write_with_audit(data: bytes) -> Any:
+                exchange.sent(data)
+                return write(data)
+
+            return write_with_audit
+
+        token = current_carrier.set(environ)
+        started = time.perf_counter()
+        user_after: Any = None
+        try:
+            result = self.app(environ, start_response_with_audit)
+            if self._has_resolver and not (spec is not None and spec.user_before):
+                user_after = core.resolve_user(environ)
+        except BaseException as exc:
+            exchange.error = type(exc).__name__
+            self._record(
+                environ, match, exchange, user_before, time.perf_counter() - started, None, method, path, root_path
+            )
+            raise
+        finally:
+            current_carrier.reset(token)
+
+        def finish() -> None:
+            duration = time.perf_counter() - started
+            self._record(environ, match, exchange, user_before, duration, user_after, method, path, root_path)
+
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(result, wrapper) and hasattr(result, "__dict__"):
+            return hook_file_wrapper(result, exchange, finish)  # type: ignore[no-any-return]
+        return AuditedResponse(result, exchange, finish)
+
+    def _record(
+        self,
+        environ: Environ,
+        match: RouteMatch | None,
+        exchange: Exchange,
+        user_before: Any,
+        duration: float,
+        user_after: Any,
+        method: str,
+        path: str,
+        root_path: str,
+    ) -> None:
+        """Build and buffer the event. Never raises."""
+        core = self.core
+        try:
+            template = environ.get(ROUTE_KEY)
+            template = template if isinstance(template, str) and template.startswith("/") else None
+            match = core.rematch(method, template, match)
+            request = RequestInfo(
+                method=method,
+                path=path,
+                root_path=root_path,
+                query_string=environ.get("QUERY_STRING", ""),
+                headers=request_headers(environ),
+                client=environ.get("REMOTE_ADDR") or None,
+                body=b"".join(exchange.body),
+                body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
+                body_size=exchange.body_size,
+                user=user_before,
+            )
+            response = ResponseInfo(
+                status=exchange.status,
+                headers=exchange.response_headers,
+                body=b"".join(exchange.response_body),
+                bytes_sent=exchange.bytes_sent,
+                duration=duration,
+                completed=exchange.completed,
+                disconnected=exchange.disconnected,
+                exception=exchange.error,
+                route_template=template,
+                user=user_after or environ.get(USER_KEY),
+            )
+            context = environ.get(CONTEXT_KEY)
+            event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)
+            if event is not None:
+                self.writer.submit(event)
+        except WriterClosedError as exc:
+            core.note_error("recording after the writer closed", exc)
+        except Exception as exc:
+            core.note_error("recording", exc)

@@ -1,0 +1,157 @@
+"""Run the minimal Django example: one command, on ``$AUDIT_DSN`` or an embedded PostgreSQL.
+
+    pip install -e ".[examples]" && python examples/django_app/run.py            # serve on 127.0.0.1:8001
+    python examples/django_app/run.py --demo     # scripted signup/login/logout/reset, then print the rows
+    python examples/django_app/run.py --show     # print the latest audit rows
+
+Django's own tables (users, sessions) live in SQLite (``.audit-data/django.sqlite3``); audit rows go
+to PostgreSQL (embedded in ``.audit-data/pg`` unless ``AUDIT_DSN`` is set). Django's user ids are
+integers, so rows keep them in ``metadata.user_ref`` (``user_id`` is the uuid column of the users
+table the product's schema references).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the django_app package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: audit_middleware
+
+DATA_DIR = Path(".audit-data")
+EMBEDDED = "AUDIT_DSN" not in os.environ  # else the audit rows go to the server it names
+
+
+def database() -> str:
+    dsn = os.environ.get("AUDIT_DSN")
+    if dsn:
+        return dsn
+    from audit_middleware._embedded import start_embedded
+
+    dsn, _server = start_embedded(DATA_DIR / "pg")
+    os.environ["AUDIT_DSN"] = dsn
+    return dsn
+
+
+async def prepare_audit_table(dsn: str) -> None:
+    import asyncpg
+
+    from audit_middleware import init_db
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_db(conn, users_table=None)  # Django's users live in SQLite: no foreign key to them
+    finally:
+        await conn.close()
+
+
+async def show(dsn: str, limit: int = 20) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT created_at, action, user_id, metadata FROM user_audit_logs ORDER BY created_at DESC LIMIT $1", limit
+        )
+    finally:
+        await conn.close()
+    for row in reversed(rows):
+        metadata = json.loads(row["metadata"])
+        print(f"{row['created_at']:%H:%M:%S} {row['action']:<26} user={row['user_id'] or metadata.get('user_ref')}")
+        print("    " + json.dumps(metadata, sort_keys=True))
+
+
+def how_to_look(dsn: str) -> str:
+    where = f"embedded PostgreSQL, data in {(DATA_DIR / 'pg').resolve()}" if EMBEDDED else "$AUDIT_DSN"
+    return (
+        f"audit rows go to: {where}\n"
+        f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
+        "ORDER BY created_at DESC LIMIT 20'\n"
+        "                or:  python examples/django_app/run.py --show"
+    )
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def post(base: str, path: str, body: dict[str, str], opener: urllib.request.OpenerDirector) -> int:
+    request = urllib.request.Request(
+        base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def demo(base: str) -> None:
+    from http.cookiejar import CookieJar
+
+    from django_app.views import LAST_RESET_LINK
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    name = f"demo{os.getpid()}"
+    password = "correct horse battery staple"
+    post(base, "/accounts/signup/", {"username": name, "email": f"{name}@example.com", "password": password}, opener)
+    post(base, "/accounts/logout/", {}, opener)
+    post(base, "/accounts/login/", {"username": name, "password": password}, opener)
+    post(base, "/accounts/login/", {"username": name, "password": "wrong password"}, opener)
+    post(base, "/accounts/logout/", {}, opener)
+    post(base, "/accounts/password/reset/", {"email": f"{name}@example.com"}, opener)
+    post(base, LAST_RESET_LINK[0], {"password": "new " + password}, opener)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the audited Django example")
+    parser.add_argument("--demo", action="store_true", help="run a scripted auth flow and print its audit rows")
+    parser.add_argument("--show", action="store_true", help="print the latest audit rows and exit")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    DATA_DIR.mkdir(exist_ok=True)
+    dsn = database()
+    if args.show:
+        asyncio.run(show(dsn))
+        return
+    asyncio.run(prepare_audit_table(dsn))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
+    from django.core.management import call_command
+
+    from django_app.wsgi import application
+
+    call_command("migrate", verbosity=0)
+    server = make_server("127.0.0.1", 0 if args.demo else args.port, application, handler_class=QuietHandler)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        if args.demo:
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            demo(base)
+            server.shutdown()
+            application.close(10)  # flush before reading the rows back
+            asyncio.run(show(dsn, 7))
+        else:
+            print(how_to_look(dsn))
+            print(f"serving on {base}; try:  curl -X POST {base}/accounts/login/ -d username=ann -d password=pw")
+            server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        application.close(10)  # flush while the embedded server still runs
+    if args.demo:
+        print("\n" + how_to_look(dsn))
+
+
+if __name__ == "__main__":
+    main()

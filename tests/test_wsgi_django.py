@@ -1,0 +1,124 @@
+"""AuditWSGIMiddleware around Django's WSGI application (the example project), driven as a WSGI server would."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from werkzeug.test import Client
+
+from audit_middleware import AuditWriter, AuditWSGIMiddleware
+from audit_middleware.testing import MemorySink
+
+from .conftest import PgTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def django_app() -> Any:
+    """The example project's Django WSGI application on an in-memory SQLite (Django sets up once per process)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
+    os.environ["DJANGO_DB"] = ":memory:"
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.core.wsgi import get_wsgi_application
+
+    django.setup()
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
+    call_command("migrate", verbosity=0)
+    return get_wsgi_application()
+
+
+@pytest.fixture
+def audited(django_app: Any) -> Iterator[tuple[Client, MemorySink, AuditWSGIMiddleware]]:
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(django_app, writer=AuditWriter(sink=sink))
+    yield Client(middleware), sink, middleware
+    middleware.close(5)
+
+
+def post(client: Client, path: str, body: dict[str, str]) -> Any:
+    return client.post(path, json=body, environ_base={"REMOTE_ADDR": "10.0.0.5"}, buffered=True)
+
+
+def test_django_auth_flow_is_audited_with_the_user_and_route(
+    audited: tuple[Client, MemorySink, AuditWSGIMiddleware],
+) -> None:
+    from django_app.views import LAST_RESET_LINK
+
+    client, sink, middleware = audited
+    signup = post(client, "/accounts/signup/", {"username": "ann", "email": "ann@example.com", "password": PASSWORD})
+    user_ref = str(json.loads(signup.data)["id"])
+    post(client, "/accounts/logout/", {})
+    post(client, "/accounts/login/", {"username": "ann", "password": "wrong"})
+    post(client, "/accounts/login/", {"username": "ann", "password": PASSWORD})
+    post(client, "/accounts/logout/", {})
+    post(client, "/accounts/password/reset/", {"email": "ann@example.com"})
+    assert post(client, LAST_RESET_LINK[0], {"password": "new " + PASSWORD}).status_code == 200
+    middleware.flush(5)
+    events = sink.events
+    assert [e.action for e in events] == [
+        "signup",
+        "logout",
+        "login_failed",
+        "login",
+        "logout",
+        "password_reset_requested",
+        "password_reset",
+    ]
+    refs = [e.metadata.get("user_ref") for e in events]
+    assert refs == [user_ref, user_ref, None, user_ref, user_ref, user_ref, user_ref]  # logout: taken before the view
+    reset = events[-1].metadata
+    assert reset["http"]["route"] == "/accounts/password/reset/key/{uidb64}/{token}/"
+    assert reset["method"] == "email_link" and reset["ip"] == "10.0.0.5"
+    sink.assert_no_secret(PASSWORD, LAST_RESET_LINK[0].rstrip("/").rsplit("/", 1)[1])
+
+
+def test_django_unaudited_request_is_untouched(audited: tuple[Client, MemorySink, AuditWSGIMiddleware]) -> None:
+    client, sink, middleware = audited
+    assert client.get("/nowhere/", buffered=True).status_code == 404
+    middleware.flush(5)
+    assert sink.rows == []
+
+
+def test_django_login_lands_in_postgres(django_app: Any, pg: PgTarget) -> None:
+    middleware = AuditWSGIMiddleware(django_app, dsn=pg.dsn, writer_options={"schema": pg.schema})
+    client = Client(middleware)
+    try:
+        post(client, "/accounts/signup/", {"username": "bob", "email": "bob@example.com", "password": PASSWORD})
+        post(client, "/accounts/login/", {"username": "bob", "password": "nope"})
+    finally:
+        middleware.close(10)
+    rows = anyio.run(pg.rows)
+    assert [r["action"] for r in rows] == ["signup", "login_failed"]
+    metadata = json.loads(rows[0]["metadata"])
+    assert metadata["body"]["fields"]["password"] != PASSWORD and metadata["identifier"] == "bob"
+
+
+def test_django_glue_under_djangos_test_client(django_app: Any) -> None:
+    """DjangoAuditMiddleware alone (Django's test client bypasses WSGI middleware): it fills the environ keys."""
+    from django.contrib.auth.models import User
+    from django.test import Client as DjangoClient
+
+    from audit_middleware.wsgi import AUDITED_KEY, ROUTE_KEY, USER_KEY
+
+    user = User.objects.create_user("cleo", "cleo@example.com", PASSWORD)
+    client = DjangoClient()
+    audited = {AUDITED_KEY: True}
+    login = client.post("/accounts/login/", {"username": "cleo", "password": PASSWORD}, **audited)  # type: ignore[arg-type]
+    meta = login.wsgi_request.META
+    assert (meta[USER_KEY], meta[ROUTE_KEY]) == (user.pk, "/accounts/login/")
+    logout = client.post("/accounts/logout/", **audited)  # type: ignore[arg-type]
+    assert logout.wsgi_request.META[USER_KEY] == user.pk  # taken before logout() cleared the session
+    unaudited = client.post("/accounts/login/", {"username": "cleo", "password": PASSWORD})
+    assert USER_KEY not in unaudited.wsgi_request.META and ROUTE_KEY not in unaudited.wsgi_request.META
