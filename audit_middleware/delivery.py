@@ -69,16 +69,20 @@ class Segment:
 class Delivery:
     """Spool, claimed spools, dead letters and the gap record of one writer."""
 
-    def __init__(self, config: WriterConfig) -> None:
+    def __init__(self, config: WriterConfig, *, enabled: bool = True) -> None:
         self.config = config
+        self.enabled = enabled  # False: no disk spool (a custom sink without spool_dir), losses are counted
         root = config.spool_dir or default_spool_dir()
-        self.spool = Spool(root, spool_target(config.dsn, config.schema, config.table), max_bytes=config.spool_max_bytes)
+        self.spool = Spool(
+            root, spool_target(config.dsn, config.schema, config.table), max_bytes=config.spool_max_bytes
+        )
         self.dead_letters = DeadLetterFile(config.dead_letter_path or os.path.join(root, "dead-letter.jsonl"))
         self._lock = threading.Lock()
         self._gap: Gap | None = None
         self._claims: list[ClaimedSpool] = []
         self._orphans: list[Segment] = []
         self.spooled = 0
+        self.dropped = 0
         self.replayed = 0
         self.dead_lettered = 0
 
@@ -88,11 +92,17 @@ class Delivery:
         """Record ``count`` dropped events (for the next ``audit_gap`` row)."""
         now = dt.datetime.now(dt.UTC)
         with self._lock:
+            self.dropped += count
             gap = self._gap
             if gap is None:
                 self._gap = Gap(count, now, now, reason)
             else:
                 self._gap = Gap(gap.dropped + count, gap.first_at, now, gap.reason)
+
+    @property
+    def has_gap(self) -> bool:
+        """True while dropped events wait to be recorded as an ``audit_gap`` row."""
+        return self._gap is not None
 
     def take_gap(self) -> Gap | None:
         with self._lock:
@@ -112,6 +122,9 @@ class Delivery:
 
     def spool_rows(self, rows: list[Row], *, sync: bool) -> int:
         """Append rows to this process's spool; return how many were taken (the rest is a counted gap)."""
+        if not self.enabled:
+            self.lost(len(rows), "buffer_full")
+            return 0
         try:
             taken = self.spool.append(rows)
             if sync:
@@ -124,6 +137,20 @@ class Delivery:
         if taken < len(rows):
             self.lost(len(rows) - taken, "spool_full")
         return taken
+
+    def spool_batch(self, rows: list[Row]) -> bool:
+        """Append a whole batch and fsync; False (nothing appended, nothing counted lost) if it does not fit."""
+        if not self.enabled:
+            return False
+        try:
+            taken = self.spool.append(rows, partial=False)
+            if taken:
+                self.spool.sync()
+        except OSError as exc:
+            logger.error(MSG_SPOOL_ERROR, type(exc).__name__, 0)
+            return False
+        self.spooled += taken
+        return taken == len(rows) > 0
 
     def spool_events(self, events: Iterable[AuditEvent], *, sync: bool) -> int:
         limits = self.config.max_metadata_bytes, self.config.max_string_length
@@ -140,6 +167,8 @@ class Delivery:
 
     def claim(self) -> None:
         """Take the spools of stopped processes (run once at start, in a thread)."""
+        if not self.enabled:
+            return
         claims = self.spool.claim_orphans()
         with self._lock:
             self._claims.extend(claims)
@@ -198,7 +227,9 @@ class Delivery:
     def close(self) -> None:
         """fsync and unlock this spool; release claimed spools not yet replayed (kept for the next start)."""
         gap = self.take_gap()
-        if gap is not None:  # keep the record of the hole with the spooled rows; it lands on the next start
+        if (
+            gap is not None and self.enabled
+        ):  # keep the record of the hole with the spooled rows; it lands on the next start
             limits = self.config.max_metadata_bytes, self.config.max_string_length
             row = to_row(gap.event(), max_metadata_bytes=limits[0], max_string_length=limits[1])
             self.spool.max_bytes += 4096  # a gap record must fit even in a full spool

@@ -157,7 +157,9 @@ class Spool:
         segment_bytes: size at which a new segment file is started.
     """
 
-    def __init__(self, root: str | os.PathLike[str], target: str, *, max_bytes: int, segment_bytes: int = SEGMENT_BYTES):
+    def __init__(
+        self, root: str | os.PathLike[str], target: str, *, max_bytes: int, segment_bytes: int = SEGMENT_BYTES
+    ):
         self.base = Path(root) / target
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -188,10 +190,15 @@ class Spool:
         hidden.rename(self.directory)
         self._lock_fd = fd
 
-    def append(self, rows: list[Row]) -> int:
-        """Append ``rows`` (buffered, not yet fsynced); return how many fit under the cap (a prefix)."""
+    def append(self, rows: list[Row], *, partial: bool = True) -> int:
+        """Append ``rows`` (buffered, not yet fsynced); return how many fit under the cap (a prefix).
+
+        With ``partial=False`` either every row is appended or none.
+        """
         data = [encode_row(row) for row in rows]
         with self._lock:
+            if not partial and self.bytes + sum(map(len, data)) > self.max_bytes:
+                return 0
             self._ensure_dir()
             taken = 0
             for line in data:
@@ -233,11 +240,19 @@ class Spool:
                 os.fsync(self._file.fileno())
                 self._dirty = False
 
+    @property
+    def dirty(self) -> bool:
+        """True if rows were appended since the last fsync."""
+        return self._dirty
+
     def seal(self) -> list[Path]:
         """Close the segment being written and return every unreplayed segment of this process, oldest first."""
         with self._lock:
             self._close_segment()
-            return segments(self.directory) if self._lock_fd is not None else []
+            found = segments(self.directory) if self._lock_fd is not None else []
+            if not found:  # torn lines were never counted as replayed: nothing is pending
+                self.pending = self.bytes = 0
+            return found
 
     def replayed(self, path: Path, rows: int) -> None:
         """Forget a segment whose rows are all committed."""

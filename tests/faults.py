@@ -70,6 +70,8 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.delay = 0.0
         self.connections = 0  # accepted so far
+        self.lost_replies = 0
+        self._lose_marker: bytes | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -114,6 +116,14 @@ class FaultProxy:
                 _abort_with_rst(writer)
             self._open.clear()
 
+    def lose_next_reply(self, marker: bytes) -> None:
+        """Swallow the next server reply containing ``marker`` and go silent on that connection.
+
+        ``lose_next_reply(b"COPY ")`` models a commit whose reply never arrives: the server has
+        committed, the client waits for a CommandComplete that never comes.
+        """
+        self._lose_marker = marker
+
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         task = asyncio.ensure_future(self._serve(reader, writer))
@@ -135,18 +145,29 @@ class FaultProxy:
             return
         self._open.add(up_writer)
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer)))
+            upstream = src is up_reader
+            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer), replies=upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pair: tuple[asyncio.StreamWriter, ...]
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, ...],
+        *,
+        replies: bool,
     ) -> None:
         try:
             while True:
                 data = await src.read(65536)
                 if not data:
                     break
+                marker = self._lose_marker
+                if replies and marker is not None and marker in data:
+                    self._lose_marker = None
+                    self.lost_replies += 1
+                    await asyncio.Event().wait()  # this connection never hears from the server again
                 await self._flowing.wait()  # stall / blackhole: hold the bytes, keep the socket open
                 if self.mode == "delay" and self.delay:
                     await asyncio.sleep(self.delay)
@@ -219,7 +240,9 @@ class ThrowawayPostgres:
             f"-h {LOOPBACK} -p {self.port} -k {self.base} -c fsync=off -c full_page_writes=off"
             " -c max_connections=60 -c shared_buffers=16MB"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-o", options, "-l", str(self.base / "log"), "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-o", options, "-l", str(self.base / "log"), "start"
+        )
 
     def stop(self, mode: Literal["fast", "immediate"] = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-m", mode, "stop")
