@@ -22,7 +22,7 @@ from ._types import Row
 from .config import WriterConfig
 from .deadletter import DeadLetterFile
 from .records import AuditEvent, to_row
-from .spool import ClaimedSpool, Spool, read_segment, spool_target
+from .spool import ClaimedSpool, Spool, spool_target
 
 __all__ = ["GAP_ACTION", "Delivery", "Gap", "default_spool_dir"]
 
@@ -120,13 +120,13 @@ class Delivery:
 
     # -- spooling ------------------------------------------------------------------------------
 
-    def spool_rows(self, rows: list[Row], *, sync: bool) -> int:
+    def spool_rows(self, rows: list[Row], *, sync: bool, lines: list[bytes] | None = None) -> int:
         """Append rows to this process's spool; return how many were taken (the rest is a counted gap)."""
         if not self.enabled:
             self.lost(len(rows), "buffer_full")
             return 0
         try:
-            taken = self.spool.append(rows)
+            taken = self.spool.append(rows, lines=lines)
             if sync:
                 self.spool.sync()
         except OSError as exc:
@@ -138,12 +138,12 @@ class Delivery:
             self.lost(len(rows) - taken, "spool_full")
         return taken
 
-    def spool_batch(self, rows: list[Row]) -> bool:
+    def spool_batch(self, rows: list[Row], lines: list[bytes] | None = None) -> bool:
         """Append a whole batch and fsync; False (nothing appended, nothing counted lost) if it does not fit."""
         if not self.enabled:
             return False
         try:
-            taken = self.spool.append(rows, partial=False)
+            taken = self.spool.append(rows, partial=False, lines=lines)
             if taken:
                 self.spool.sync()
         except OSError as exc:
@@ -193,9 +193,6 @@ class Delivery:
             if own:
                 return Segment(own[0], True)
         return None
-
-    def read(self, segment: Segment) -> list[list[Row]]:
-        return list(read_segment(segment.path, self.config.batch_size))
 
     def replayed_segment(self, segment: Segment, rows: int) -> None:
         """Every row of ``segment`` is committed: delete it (and a claimed spool once it is empty)."""

@@ -190,12 +190,14 @@ class Spool:
         hidden.rename(self.directory)
         self._lock_fd = fd
 
-    def append(self, rows: list[Row], *, partial: bool = True) -> int:
+    def append(self, rows: list[Row], *, partial: bool = True, lines: list[bytes] | None = None) -> int:
         """Append ``rows`` (buffered, not yet fsynced); return how many fit under the cap (a prefix).
 
-        With ``partial=False`` either every row is appended or none.
+        With ``partial=False`` either every row is appended or none. ``lines`` are the rows already
+        encoded with :func:`encode_row` (the writer encodes on its loop, in slices, and only the file
+        work runs in a thread).
         """
-        data = [encode_row(row) for row in rows]
+        data = [encode_row(row) for row in rows] if lines is None else lines
         with self._lock:
             if not partial and self.bytes + sum(map(len, data)) > self.max_bytes:
                 return 0

@@ -207,14 +207,17 @@ class ThrowawayPostgres:
         return f"postgresql://postgres@{LOOPBACK}:{self.port}/postgres"
 
     def _run(self, *args: str, timeout: float = 60.0) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [str(self.bin / args[0]), *args[1:]],
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=timeout,
             user=self._run_as,
         )
+        if done.returncode:
+            log = self.base / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{args[0]} {args[-1]} failed ({done.returncode}): {done.stderr.decode()}\n{tail}")
 
     def init(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)

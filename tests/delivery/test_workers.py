@@ -61,3 +61,17 @@ async def test_three_workers_and_a_killed_one_lose_nothing(fpg: PgTarget, proxy:
 
 async def _replayed(writer: AuditWriter, n: int) -> bool:
     return writer.stats().replayed >= n
+
+
+async def test_interpreter_exit_without_aclose_spools_and_the_next_start_replays(
+    fpg: PgTarget, proxy: FaultProxy, spool_dir: Path
+) -> None:
+    proxy.set_mode("reset")
+    code, ids = await run_worker(proxy.dsn(fpg.dsn), fpg, spool_dir, 300, "exit")
+    assert code == 0 and len(ids) == 300
+    assert await fpg.fetch("SELECT id FROM {t}") == []
+    proxy.set_mode("pass")
+    async with AuditWriter(proxy.dsn(fpg.dsn), schema=fpg.schema, spool_dir=str(spool_dir)) as heir:
+        await eventually(lambda: _replayed(heir, 300))
+    rows = await fpg.fetch("SELECT id FROM {t}")
+    assert sorted(str(r["id"]) for r in rows) == sorted(ids)

@@ -1,6 +1,7 @@
 """A worker process for the many-workers test: ``python -m tests.delivery.worker DSN SCHEMA SPOOL COUNT MODE``.
 
-Prints the ids it recorded (one JSON list on stdout). MODE ``write`` records, closes and exits;
+Prints the ids it recorded (one JSON list on stdout). MODE ``write`` records, closes and exits; MODE ``exit`` records and returns without closing (the
+interpreter's exit hook must spool the buffer);
 MODE ``crash`` records against an unreachable database, waits until everything is spooled (fsynced),
 then kills itself with SIGKILL, leaving its spool behind for another process to replay.
 """
@@ -29,6 +30,9 @@ async def main(dsn: str, schema: str, spool_dir: str, count: int, mode: str) -> 
         ids.append(str(event.id))
         if i % 100 == 99:
             await asyncio.sleep(0.01)  # a steady stream, interleaving with the other workers
+    if mode == "exit":
+        print(json.dumps(ids), flush=True)
+        return  # no aclose(): asyncio.run cancels the writer, atexit spools what it held
     if mode == "crash":
         for _ in range(400):
             if writer.stats().spooled >= count:
