@@ -1,9 +1,9 @@
-"""A worker process for the many-workers test: ``python -m tests.delivery.worker DSN SCHEMA SPOOL COUNT MODE``.
+"""A worker for the many-workers tests: ``python -m tests.delivery.worker DSN SCHEMA SPOOL COUNT MODE``.
 
-Prints the ids it recorded (one JSON list on stdout). MODE ``write`` records, closes and exits; MODE ``exit`` records and returns without closing (the
-interpreter's exit hook must spool the buffer);
-MODE ``crash`` records against an unreachable database, waits until everything is spooled (fsynced),
-then kills itself with SIGKILL, leaving its spool behind for another process to replay.
+Prints the ids it recorded (one JSON list on stdout). MODE ``write`` records, closes and exits.
+MODE ``exit`` records and returns without closing (the interpreter's exit hook must spool the
+buffer). MODE ``crash`` records against an unreachable database, waits until everything is spooled
+(fsynced), then kills itself with SIGKILL, leaving its spool behind for another process to replay.
 """
 
 from __future__ import annotations
