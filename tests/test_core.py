@@ -1,0 +1,84 @@
+"""AuditCore.build_event from plain values, as both middlewares call it (bytes or str headers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audit_middleware.context import AuditContext
+from audit_middleware.core import AuditCore, RequestInfo, ResponseInfo
+from audit_middleware.errors import ConfigurationError
+
+UID = "0d5f6f36-1f7b-4c9e-8d2a-6f0e3b7b9c11"
+
+
+def request(headers: Any = (), **kw: Any) -> Any:
+    values: dict[str, Any] = {"method": "POST", "path": "/login", "client": "10.0.0.1"}
+    values.update(kw)
+    return RequestInfo(headers=headers, **values)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"user-agent", b"ua/1"), (b"x-request-id", b"rid-1"), (b"x-forwarded-for", b"1.2.3.4")],
+        [("user-agent", "ua/1"), ("X-Request-ID", "rid-1"), ("X-Forwarded-For", "1.2.3.4")],  # WSGI style
+    ],
+)
+def test_bytes_and_str_headers_give_the_same_event(headers: Any) -> None:
+    core = AuditCore(trusted_proxies=["10.0.0.0/8"])
+    event = core.build_event(request(headers), ResponseInfo(status=200), core.match("POST", "/login"))
+    assert event is not None and event.action == "login"
+    md = dict(event.metadata or {})
+    assert (md["ip"], md["user_agent"], md["request_id"]) == ("1.2.3.4", "ua/1", "rid-1")
+    assert md["forwarded_for"] == ["1.2.3.4"]
+
+
+def test_unmatched_request_gives_no_event() -> None:
+    core = AuditCore()
+    assert core.build_event(request(path="/items"), ResponseInfo(status=200), None) is None
+
+
+def test_context_user_wins_and_metadata_is_merged() -> None:
+    core = AuditCore()
+    context = AuditContext().update(user=UID, method="email_link")
+    event = core.build_event(request(), ResponseInfo(status=200), core.match("POST", "/login"), context)
+    assert event is not None and event.user_id == UID and dict(event.metadata or {})["method"] == "email_link"
+
+
+def test_exception_counts_as_500_and_failed() -> None:
+    core = AuditCore()
+    event = core.build_event(request(), ResponseInfo(exception="ValueError"), core.match("POST", "/login"))
+    assert event is not None and event.action == "login_failed"
+    assert dict(event.metadata or {})["http"]["status"] == 500
+
+
+def test_root_path_is_stripped_for_matching_and_storage() -> None:
+    core = AuditCore(routes={"POST /login": "custom"}, preset=False)
+    match = core.match("POST", "/api/login", "/api")
+    event = core.build_event(request(path="/api/login", root_path="/api"), ResponseInfo(status=200), match)
+    assert event is not None and event.action == "custom" and dict(event.metadata or {})["http"]["route"] == "/login"
+
+
+def test_resolver_errors_are_counted_not_raised() -> None:
+    def resolver(carrier: Any) -> Any:
+        raise RuntimeError("nope")
+
+    core = AuditCore(user_resolver=resolver)
+    assert core.resolve_user({}) is None and core.errors == 1
+    assert AuditCore().resolve_user({}) is None
+
+
+def test_make_writer_uses_the_given_writer() -> None:
+    shared = object()
+    assert AuditCore(writer=shared).make_writer() == (shared, False)
+
+
+def test_config_and_options_are_exclusive() -> None:
+    from audit_middleware.core import MiddlewareConfig
+
+    with pytest.raises(ConfigurationError, match="either"):
+        AuditCore(MiddlewareConfig(), preset=False)
+    with pytest.raises(ConfigurationError, match="redaction"):
+        AuditCore(redaction={"max_body_bytes": 1})
