@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,17 +16,23 @@ from tests.faults import FaultProxy, ThrowawayPostgres
 
 
 @pytest.fixture(scope="session")
-def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPostgres]:
-    """A throwaway server on 127.0.0.1 that tests stop and start (never the shared AUDIT_TEST_DSN server)."""
-    base = Path(tmp_path_factory.mktemp("fault-pg"))
+def fault_server() -> Iterator[ThrowawayPostgres]:
+    """A throwaway server on 127.0.0.1 that tests stop and start (never the shared AUDIT_TEST_DSN server).
+
+    Its directory is not under pytest's basetemp: every pytest session started as root resets
+    ``pytest-of-root`` to 0700, which would lock the unprivileged server user out of its own data
+    directory (pg_ctl fails) whenever another session starts meanwhile.
+    """
+    base = Path(tempfile.mkdtemp(prefix="audit-fault-pg-"))
     base.chmod(0o755)
     server = ThrowawayPostgres(base / "pg")
-    server.init()
-    server.start()
     try:
+        server.init()
+        server.start()
         yield server
     finally:
         server.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -51,11 +51,11 @@ def test_files_are_owner_only(tmp_path: Path) -> None:
 
 
 def test_cap_refuses_what_does_not_fit(tmp_path: Path) -> None:
-    one = len(json.dumps(["x"]))  # any positive cap smaller than 3 rows
-    spool = Spool(tmp_path, TARGET, max_bytes=300 + one)
+    spool = Spool(tmp_path, TARGET, max_bytes=400)  # a few rows of ~130 bytes
     taken = spool.append(make_rows(10))
-    assert 0 < taken < 10
+    assert 0 < taken < 10 and spool.bytes <= 400
     assert spool.append(make_rows(1)) == 0
+    assert spool.append(make_rows(1), partial=False) == 0
     assert len(replay_all(spool)) == taken
 
 
