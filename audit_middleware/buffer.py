@@ -353,6 +353,23 @@ class AuditWriter:
             self._flush_requests -= 1
             self._waiters.pop(str(event.id), None)
 
+    def commit_event_threadsafe(self, event: AuditEvent, timeout: float) -> bool:
+        """:meth:`commit_event` for a caller on another thread (WSGI): blocks that thread, never the loop.
+
+        False if the writer is not running on a loop, or the commit did not happen within ``timeout``.
+        """
+        loop = self._loop
+        if loop is None or not self.started or loop.is_closed():
+            return False
+        if threading.get_ident() == self._thread_id:
+            raise RuntimeError("commit_event_threadsafe() would block the writer's own loop; await commit_event()")
+        future = asyncio.run_coroutine_threadsafe(self.commit_event(event, timeout), loop)
+        try:
+            return future.result(timeout + 1.0)
+        except Exception:  # timed out waiting for the loop, or the writer closed meanwhile
+            future.cancel()
+            return False
+
     async def record_strict(
         self, action: str, *, user_id: Any = None, metadata: Mapping[str, Any] | None = None, timeout: float = 5.0
     ) -> bool:

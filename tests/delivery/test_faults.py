@@ -382,3 +382,16 @@ async def test_prometheus_collector_reports_the_writer(fpg: PgTarget, spool_dir:
     assert "audit_events_enqueued_total 7.0" in text
     assert "audit_writer_healthy 1.0" in text
     assert "audit_queue_depth 0.0" in text
+
+
+async def test_commit_event_threadsafe_from_a_worker_thread(fpg: PgTarget, proxy: FaultProxy, spool_dir: Path) -> None:
+    from audit_middleware.records import AuditEvent
+
+    async with writer_for(proxy.dsn(fpg.dsn), fpg, spool_dir, flush_interval=30.0) as writer:
+        ok = await asyncio.to_thread(writer.commit_event_threadsafe, AuditEvent("wsgi_reset"), 10.0)
+        proxy.set_mode("blackhole")
+        refused = await asyncio.to_thread(writer.commit_event_threadsafe, AuditEvent("wsgi_reset_2"), 0.3)
+        proxy.set_mode("pass")
+        await writer.flush(timeout=20)
+    assert (ok, refused) == (True, False)
+    assert sorted(r["action"] for r in await fpg.fetch("SELECT action FROM {t}")) == ["wsgi_reset", "wsgi_reset_2"]
