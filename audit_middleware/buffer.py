@@ -27,7 +27,6 @@ import contextlib
 import functools
 import logging
 import random
-import re
 import threading
 import time
 import weakref
@@ -38,10 +37,10 @@ from typing import Any
 
 from ._types import RejectedRow, Row, Sink
 from .config import WriterConfig
-from .delivery import Delivery
+from .deadletter import loggable_reason
+from .delivery import Delivery, encode_rows
 from .errors import ConfigurationError, WriterClosedError
 from .records import AuditEvent, to_row
-from .spool import MSG_TORN, decode_row, encode_row
 
 __all__ = ["AuditWriter", "WriterStats"]
 
@@ -55,9 +54,6 @@ MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events spooled to %s for
 MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so far (%s)"
 MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
-MSG_SEGMENT_UNREADABLE = "audit spool segment %s cannot be read, skipped: %s"
-_CONSTRAINT = re.compile(r'constraint "([^"]{1,63})"')
-REPLAY_BATCH = 500  # rows per replayed write: small enough that encoding one never stalls the loop for long
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly; restarting it"
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
@@ -493,46 +489,11 @@ class AuditWriter:
                 await asyncio.sleep(0)
         return rows
 
-    async def _encode(self, rows: list[Row]) -> list[bytes]:
-        """Spool lines for ``rows``, encoded on the loop in slices: a thread doing this CPU work would hold
-        the GIL for whole switch intervals and delay requests more than these short slices do."""
-        lines: list[bytes] = []
-        for start in range(0, len(rows), CONVERT_CHUNK):
-            lines.extend(encode_row(row) for row in rows[start : start + CONVERT_CHUNK])
-            await asyncio.sleep(0)
-        return lines
-
     async def _replay_segment(self) -> None:
-        """Replay the oldest spool segment through the idempotent path, then delete it."""
-        delivery = self._delivery
-        segment = await asyncio.to_thread(delivery.next_segment)
-        if segment is None:
-            return
-        try:
-            data = await asyncio.to_thread(segment.path.read_bytes)
-        except OSError as exc:  # removed or unreadable behind our back: nothing we can replay from it
-            logger.error(MSG_SEGMENT_UNREADABLE, segment.path, exc)
-            data = b""
-        lines = data.splitlines()
-        total = torn = 0
-        # Decode and write in slices on the loop: replaying a backlog must not stall requests.
-        for start in range(0, len(lines), REPLAY_BATCH):
-            rows: list[Row] = []
-            for offset in range(start, min(start + REPLAY_BATCH, len(lines)), CONVERT_CHUNK):
-                for line in lines[offset : min(offset + CONVERT_CHUNK, start + REPLAY_BATCH)]:
-                    try:
-                        rows.append(decode_row(line))
-                    except (ValueError, TypeError):
-                        torn += 1  # a torn last line (crash mid-write)
-                await asyncio.sleep(0)
-            if rows:
-                await self._write(rows, replay=True)
-                total += len(rows)
-        if torn:
-            logger.warning(MSG_TORN, segment.path, torn)
-        await asyncio.to_thread(delivery.replayed_segment, segment, total)
-        if segment.own:  # this process's events: they count for flush() and aclose()
-            self._done += total
+        """Replay the oldest spool segment through the idempotent path (retrying until it lands)."""
+        replayed = await self._delivery.replay_next(functools.partial(self._write, replay=True))
+        if replayed is not None and replayed[1]:  # this process's events: they count for flush() and aclose()
+            self._done += replayed[0]
             assert self._progress is not None  # set by start_soon
             self._progress.set()
 
@@ -562,7 +523,7 @@ class AuditWriter:
         events = [self._queue.popleft() for _ in range(len(self._queue))]
         self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
         rows = await self._rows(events, yielding=True)
-        lines = await self._encode(rows)
+        lines = await encode_rows(rows)
         spilling = asyncio.ensure_future(asyncio.to_thread(self._delivery.spool_rows, rows, sync=True, lines=lines))
         self._spill_events = None
         self._spilling = spilling
@@ -608,7 +569,7 @@ class AuditWriter:
             for item in rejected:
                 self._delivery.dead_letter(item.row, item.reason)
                 # the server's message can quote the value: it goes to the dead-letter file, not the log
-                logger.error(MSG_REJECTED, item.row[0], item.row[2], _loggable(item.reason))
+                logger.error(MSG_REJECTED, item.row[0], item.row[2], loggable_reason(item.reason))
             if self._waiters:
                 self._resolve(rows, rejected)
             if not replay:
@@ -620,8 +581,7 @@ class AuditWriter:
 
     async def _hand_over(self, rows: list[Row]) -> bool:
         """Move a batch whose first attempt failed to the spool (fsynced): memory is not where it waits."""
-        lines = await self._encode(rows)
-        if not await asyncio.to_thread(self._delivery.spool_batch, rows, lines):
+        if not await self._delivery.hand_over(rows):
             return False  # the spool cannot take it: keep retrying it from memory
         self._inflight.pop(id(rows), None)
         return True
@@ -633,13 +593,6 @@ class AuditWriter:
             waiter = self._waiters.get(key)
             if waiter is not None and not waiter.done():
                 waiter.set_result(key not in refused)
-
-
-def _loggable(reason: str) -> str:
-    """The error class, SQLSTATE and constraint name of a rejection; never the message's quoted values."""
-    head = reason.partition(":")[0]
-    constraint = _CONSTRAINT.search(reason)
-    return f"{head}, constraint {constraint.group(1)}" if constraint else head
 
 
 def _loop_running_here() -> bool:

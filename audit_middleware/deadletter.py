@@ -14,15 +14,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 from ._types import Row
 
-__all__ = ["DeadLetterFile"]
+__all__ = ["DeadLetterFile", "loggable_reason"]
 
+_CONSTRAINT = re.compile(r'constraint "([^"]{1,63})"')
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def loggable_reason(reason: str) -> str:
+    """The error class, SQLSTATE and constraint name of a rejection; never the message's quoted values."""
+    head = reason.partition(":")[0]
+    constraint = _CONSTRAINT.search(reason)
+    return f"{head}, constraint {constraint.group(1)}" if constraint else head
 
 
 def _metadata(text: str) -> Any:

@@ -8,12 +8,13 @@ from its background task (replay, spill, gap events) and, for ``overflow="spool"
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,27 @@ from ._types import Row
 from .config import WriterConfig
 from .deadletter import DeadLetterFile
 from .records import AuditEvent, to_row
-from .spool import ClaimedSpool, Spool, spool_target
+from .spool import MSG_TORN, ClaimedSpool, Spool, decode_row, encode_row, spool_target
 
-__all__ = ["GAP_ACTION", "Delivery", "Gap", "default_spool_dir"]
+__all__ = ["GAP_ACTION", "Delivery", "Gap", "default_spool_dir", "encode_rows"]
 
 logger = logging.getLogger("audit_middleware.writer")
 
 GAP_ACTION = "audit_gap"
 MSG_SPOOL_ERROR = "audit spool write failed (%s): %s events dropped"
+MSG_SEGMENT_UNREADABLE = "audit spool segment %s cannot be read, skipped: %s"
+SLICE = 200  # rows encoded or decoded on the loop between yields
+REPLAY_BATCH = 500  # rows per replayed write: small enough that encoding one never stalls the loop for long
+
+
+async def encode_rows(rows: list[Row]) -> list[bytes]:
+    """Spool lines for ``rows``, encoded on the loop in slices: a thread doing this CPU work would hold
+    the GIL for whole switch intervals and delay requests more than these short slices do."""
+    lines: list[bytes] = []
+    for start in range(0, len(rows), SLICE):
+        lines.extend(encode_row(row) for row in rows[start : start + SLICE])
+        await asyncio.sleep(0)
+    return lines
 
 
 def default_spool_dir() -> str:
@@ -157,6 +171,11 @@ class Delivery:
         rows = [to_row(e, max_metadata_bytes=limits[0], max_string_length=limits[1]) for e in events]
         return self.spool_rows(rows, sync=sync) if rows else 0
 
+    async def hand_over(self, rows: list[Row]) -> bool:
+        """Move a batch whose first attempt failed to the spool (fsynced); False if the spool cannot take it."""
+        lines = await encode_rows(rows)
+        return await asyncio.to_thread(self.spool_batch, rows, lines)
+
     def sync(self) -> None:
         try:
             self.spool.sync()
@@ -193,6 +212,39 @@ class Delivery:
             if own:
                 return Segment(own[0], True)
         return None
+
+    async def replay_next(self, write: Callable[[list[Row]], Awaitable[None]]) -> tuple[int, bool] | None:
+        """Replay the oldest segment with ``write`` (which retries until the rows land), then delete it.
+
+        Returns (rows replayed, whether the segment was this process's own), or None if there was none.
+        Decoding happens on the loop in slices: replaying a backlog must not stall requests.
+        """
+        segment = await asyncio.to_thread(self.next_segment)
+        if segment is None:
+            return None
+        try:
+            data = await asyncio.to_thread(segment.path.read_bytes)
+        except OSError as exc:  # removed or unreadable behind our back: nothing to replay from it
+            logger.error(MSG_SEGMENT_UNREADABLE, segment.path, exc)
+            data = b""
+        lines = data.splitlines()
+        total = torn = 0
+        for start in range(0, len(lines), REPLAY_BATCH):
+            rows: list[Row] = []
+            for offset in range(start, min(start + REPLAY_BATCH, len(lines)), SLICE):
+                for line in lines[offset : min(offset + SLICE, start + REPLAY_BATCH)]:
+                    try:
+                        rows.append(decode_row(line))
+                    except (ValueError, TypeError):
+                        torn += 1  # a torn last line (crash mid-write)
+                await asyncio.sleep(0)
+            if rows:
+                await write(rows)
+                total += len(rows)
+        if torn:
+            logger.warning(MSG_TORN, segment.path, torn)
+        await asyncio.to_thread(self.replayed_segment, segment, total)
+        return total, segment.own
 
     def replayed_segment(self, segment: Segment, rows: int) -> None:
         """Every row of ``segment`` is committed: delete it (and a claimed spool once it is empty)."""
