@@ -25,6 +25,7 @@ from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
 from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
 from .errors import WriterClosedError
+from .records import AuditEvent
 from .redaction import RedactionConfig
 from .routing import RouteMatch
 
@@ -33,6 +34,8 @@ __all__ = ["AuditMiddleware"]
 logger = logging.getLogger("audit_middleware.middleware")
 
 MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
+_UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"5")]
+_UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
 
@@ -115,6 +118,7 @@ class AuditMiddleware:
         redaction: RedactionConfig | None = None,
         processors: Sequence[Callable[[dict[str, Any]], dict[str, Any] | None]] = (),
         writer_options: Mapping[str, Any] | None = None,
+        strict_timeout: float = 2.0,
     ) -> None:
         # Explicit keywords (not **options) so Starlette's typed add_middleware() accepts the class;
         # an unknown keyword is a TypeError naming it. The values are validated by MiddlewareConfig.
@@ -139,12 +143,14 @@ class AuditMiddleware:
             max_response_peek=max_response_peek,
             redaction=redaction,
             processors=processors,
+            strict_timeout=strict_timeout,
         )
         self.core = AuditCore(config)
         self.writer, self._owns_writer = self.core.make_writer()
         self._unmapped = config.audit_unmapped
         self._peek = config.max_response_peek
         self._has_resolver = config.user_resolver is not None
+        self._strict_timeout = config.strict_timeout
 
     @property
     def config(self) -> MiddlewareConfig:
@@ -185,6 +191,7 @@ class AuditMiddleware:
         root_path = scope.get("root_path", "")
         cap = core.body_cap if core.wants_body(match) else 0
         exchange = _Exchange(self._peek if core.wants_response_body(match) else 0)
+        held: list[Message] | None = [] if spec is not None and spec.strict else None  # strict: sent after commit
 
         async def receive_with_audit() -> Message:
             message = await receive()
@@ -226,6 +233,9 @@ class AuditMiddleware:
                     exchange.completed = True
             elif kind == "http.response.pathsend":  # the server sends a file: that completes the response
                 exchange.completed = True
+            if held is not None:
+                held.append(message)
+                return
             try:
                 await send(message)
             except OSError:  # the server reports a client that went away
@@ -248,9 +258,36 @@ class AuditMiddleware:
             raise
         finally:
             current_carrier.reset(token)
-            self._record(
-                scope, match, exchange, error, user_before, time.perf_counter() - started, user_after, root_path
+            event = self._record(
+                scope,
+                match,
+                exchange,
+                error,
+                user_before,
+                time.perf_counter() - started,
+                user_after,
+                root_path,
+                submit=held is None or error is not None or exchange.disconnected,
             )
+        if held is not None:
+            await self._send_strict(event, held, send)
+
+    async def _send_strict(self, event: AuditEvent | None, held: list[Message], send: Send) -> None:
+        """Send the held response once ``event`` is committed; 503 if it is not within ``strict_timeout``."""
+        committed = True
+        if event is not None:
+            try:
+                committed = await self.writer.commit_event(event, self._strict_timeout)
+            except Exception as exc:  # a closed writer: fail closed
+                self.core.note_error("strict commit", exc)
+                committed = False
+        if committed:
+            for message in held:
+                await send(message)
+            return
+        # (the writer logs the missed commit, rate-limited: never one line per refused request)
+        await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
+        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
 
     async def _resolve(self, scope: Scope) -> Any:
         result = self.core.resolve_user(scope)
@@ -272,15 +309,17 @@ class AuditMiddleware:
         duration: float,
         user_after: Any,
         root_path: str | None,
-    ) -> None:
-        """Build and buffer the event. Never raises."""
+        *,
+        submit: bool = True,
+    ) -> AuditEvent | None:
+        """Build the event and (with ``submit``) buffer it; return it. Never raises."""
         core = self.core
         try:
             if root_path is None:
                 root_path = scope.get("root_path", "")
             template = _template(scope, root_path)
             if template is None and exchange.status in _REDIRECTS and "router" in scope and "route" not in scope:
-                return  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
+                return None  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
             method = scope["method"]
             match = core.rematch(method, template, match)
             client = scope.get("client")
@@ -311,12 +350,14 @@ class AuditMiddleware:
             )
             context = scope.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)
-            if event is not None:
+            if event is not None and submit:
                 self.writer.submit(event)
+            return event
         except WriterClosedError as exc:
             core.note_error("recording after the writer closed", exc)
         except Exception as exc:  # pragma: no cover - build_event never raises; this guards submit()
             core.note_error("recording", exc)
+        return None
 
     # -- lifespan --------------------------------------------------------------------------------
 

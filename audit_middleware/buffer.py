@@ -5,8 +5,15 @@ database. The background task wakes when a batch is full, when ``flush_interval`
 ``flush()``; it turns events into rows (``records.to_row``, off the request path) and hands whole
 batches to the sink. A failed attempt is retried with capped exponential backoff and jitter, as a
 *retry* (idempotent on the event ids), until it lands: events are never dropped on a database error.
-The only losses are counted ones: a full buffer (``dropped``) or a close whose deadline passed
-(``lost_on_close``), each also logged (rate-limited).
+Each attempt is bounded by ``write_timeout``; a failed attempt discards the sink's connections.
+
+While the database is failing, the writer moves what waits in memory to the disk spool
+(``spool.py``), so memory stays bounded; a full buffer applies ``config.overflow`` (spool, drop or
+block). Spooled rows (this process's and those of stopped processes, claimed at start) are replayed
+once writes succeed again. Rows the database refuses go to the dead-letter file. Every loss (policy
+``drop``, a full spool) is counted and recorded in the table as an ``audit_gap`` event. ``aclose()``
+flushes until its deadline, then spools the remainder; an interpreter exit without ``aclose()``
+spools too (``atexit``). See "Delivery guarantees" in the README.
 
 Events may be recorded from other threads (WSGI); the writer's loop is woken thread-safely.
 """
@@ -14,19 +21,24 @@ Events may be recorded from other threads (WSGI); the writer's loop is woken thr
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
+import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ._types import Row, Sink
+from ._types import RejectedRow, Row, Sink
 from .config import WriterConfig
+from .deadletter import loggable_reason
+from .delivery import Delivery, encode_rows
 from .errors import ConfigurationError, WriterClosedError
 from .records import AuditEvent, to_row
 
@@ -34,10 +46,15 @@ __all__ = ["AuditWriter", "WriterStats"]
 
 logger = logging.getLogger("audit_middleware.writer")
 
-MSG_DROPPED = "audit buffer full (%s events): dropped %s events so far"
+MSG_DROPPED = "audit buffer full (%s events, overflow=%s): dropped %s events so far"
 MSG_RETRY = "audit write failed (%s), retrying %s events in %.2fs: %s"
-MSG_REJECTED = "database rejected audit row id=%s action=%s: %s"
+MSG_REJECTED = "database rejected audit row id=%s action=%s (%s): written to the dead-letter file"
 MSG_CLOSE_TIMEOUT = "audit writer closed with %s events not written (close deadline %.1fs passed)"
+MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events spooled to %s for the next start"
+MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so far (%s)"
+MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
+MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
+BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly; restarting it"
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
@@ -57,6 +74,11 @@ class WriterStats:
     lost_on_close: int
     last_flush_latency: float | None
     last_error: str | None
+    spooled: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    spool_bytes: int = 0
+    healthy: bool = False
 
 
 class _RateLimitedLog:
@@ -91,6 +113,7 @@ class AuditWriter:
             config = WriterConfig.from_env(dsn=dsn, **options)
         elif dsn is not None or options:
             config = config.with_options(**({"dsn": dsn} if dsn is not None else {}), **options)
+        own_sink = sink is None
         if sink is None:
             if config.dsn is None:
                 raise ConfigurationError("dsn is required (or set AUDIT_DSN, or pass a sink)")
@@ -103,6 +126,7 @@ class AuditWriter:
                 min_size=config.pool_min_size,
                 max_size=config.pool_max_size,
                 timeout=config.write_timeout,
+                connect_timeout=config.connect_timeout,
             )
         self.config = config
         self.sink = sink
@@ -129,6 +153,18 @@ class AuditWriter:
         self._lost_on_close = 0
         self._last_latency: float | None = None
         self._last_error: str | None = None
+        # delivery state
+        # A writer on its own PostgresSink spools by default; a custom sink (MemorySink in tests) only
+        # with an explicit spool_dir, so test writers never replay each other's leftovers.
+        self._delivery = Delivery(config, enabled=own_sink or config.spool_dir is not None)
+        self._failing_since: float | None = None
+        self._converting: list[AuditEvent] | None = None  # taken from the queue, not yet rows
+        self._spill_events: list[AuditEvent] | None = None  # taken from the queue, not yet in the spool
+        self._inflight: dict[int, list[Row]] = {}  # rows handed to the sink and not yet committed
+        self._spilling: asyncio.Future[int] | None = None
+        self._waiters: dict[str, asyncio.Future[bool]] = {}
+        self._exit_hook: functools.partial[None] | None = None
+        self._gap_writing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -148,6 +184,9 @@ class AuditWriter:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name="audit_middleware.writer")
+        if self._exit_hook is None:
+            self._exit_hook = functools.partial(_spool_at_exit, weakref.ref(self))
+            atexit.register(self._exit_hook)
 
     async def start(self) -> None:
         """Start the background task. The database need not be up: writes are retried until it is."""
@@ -165,7 +204,11 @@ class AuditWriter:
     async def aclose(self, timeout: float | None = None) -> None:
         """Flush what is buffered (waiting at most ``timeout``, default ``config.close_timeout``), then stop.
 
-        Events still unwritten when the deadline passes are counted in ``lost_on_close`` and logged.
+        Events still unwritten when the deadline passes are appended to the disk spool (fsynced) and
+        written by the next writer started on the same ``spool_dir`` and table. Only events the spool
+        cannot take (cap, disk error) are lost; they are counted in ``lost_on_close`` and logged.
+        Never hangs on an unreachable server: the sink's connections are terminated if they do not
+        close in time.
         """
         if self._closed:
             return
@@ -174,22 +217,46 @@ class AuditWriter:
         self._closed = True
         deadline = self.config.close_timeout if timeout is None else timeout
         if self._task is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_for(self._enqueued), deadline)
-            except TimeoutError:
-                pending = self._enqueued - self._done
-                self._lost_on_close += pending
-                logger.error(MSG_CLOSE_TIMEOUT, pending, deadline)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._queue.clear()
+            if self._spilling is not None:
+                with contextlib.suppress(Exception):
+                    await self._spilling  # a spill in its thread finishes: those events are on disk
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+        await asyncio.to_thread(self._spool_remainder, deadline)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(False)
         terminate = getattr(self.sink, "terminate", None)
         try:
-            await asyncio.wait_for(self.sink.aclose(), min(deadline, 5.0))
+            await asyncio.wait_for(self.sink.aclose(), min(deadline, 2.0))
         except Exception:
             if terminate is not None:
                 terminate()
+
+    def _spool_remainder(self, deadline: float) -> None:
+        """Spool every event not known to be committed (queue, conversion, in flight), then close the spool."""
+        events = list(self._queue) + (self._converting or []) + (self._spill_events or [])
+        self._spill_events = None
+        self._queue.clear()
+        self._converting = None
+        rows = [row for batch in self._inflight.values() for row in batch]
+        self._inflight.clear()
+        pending = len(events) + len(rows)
+        if pending:
+            taken = 0
+            if self._delivery.enabled:
+                taken = self._delivery.spool_events(events, sync=False) + self._delivery.spool_rows(rows, sync=False)
+            if taken:
+                logger.warning(MSG_CLOSE_SPOOLED, taken, self._delivery.spool.directory)
+            if taken < pending:
+                self._lost_on_close += pending - taken
+                logger.error(MSG_CLOSE_TIMEOUT, pending - taken, deadline)
+        self._delivery.close()
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -217,14 +284,93 @@ class AuditWriter:
             raise WriterClosedError("the audit writer is closed")
         queue = self._queue
         if len(queue) >= self._max_buffer:
-            self._dropped += 1
-            self._log.warning("dropped", MSG_DROPPED, self._max_buffer, self._dropped)
-            return False
+            return self._overflow(event)
         queue.append(event)
         self._enqueued += 1
         if len(queue) % self._batch_size == 0:
             self._notify()
         return True
+
+    def _overflow(self, event: AuditEvent) -> bool:
+        """Apply ``config.overflow`` to an event that found the buffer full."""
+        policy = self.config.overflow
+        if policy == "block" and not _loop_running_here():
+            deadline = time.monotonic() + self.config.block_timeout
+            self._notify()
+            while time.monotonic() < deadline:
+                time.sleep(BLOCK_POLL)
+                if self._closed:
+                    raise WriterClosedError("the audit writer is closed")
+                if len(self._queue) < self._max_buffer:
+                    self._queue.append(event)
+                    self._enqueued += 1
+                    self._notify()
+                    return True
+            return self._drop("block_timeout")
+        if policy == "drop":
+            return self._drop("buffer_full")
+        # "spool", and "block" on an event loop's thread (waiting there would stall the loop and the writer)
+        if self._delivery.spool_events([event], sync=False):  # fsynced by the writer task within flush_interval
+            self._enqueued += 1
+            self._log.warning("spooled", MSG_SPOOLING, self._delivery.spooled, "buffer full")
+            return True
+        self._log.warning("dropped", MSG_DROPPED, self._max_buffer, policy, self._delivery.dropped)
+        return False
+
+    def _drop(self, reason: str) -> bool:
+        self._delivery.lost(1, reason)
+        self._log.warning("dropped", MSG_DROPPED, self._max_buffer, self.config.overflow, self._delivery.dropped)
+        return False
+
+    async def commit_event(self, event: AuditEvent, timeout: float) -> bool:
+        """Buffer ``event`` and wait until its batch is committed; False if not within ``timeout`` seconds.
+
+        For strict routes that must not proceed unaudited. The event bypasses the overflow policy (the
+        caller is waiting for it anyway) and asks for an immediate write. On False the event is still
+        buffered and may be committed later: the caller should refuse the action (e.g. answer 503),
+        not re-record it.
+        """
+        if self._closed:
+            raise WriterClosedError("the audit writer is closed")
+        if not self.started:
+            self.start_soon()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters[str(event.id)] = waiter
+        self._queue.append(event)
+        self._enqueued += 1
+        self._flush_requests += 1
+        try:
+            self._notify()
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            self._log.warning("strict", MSG_STRICT_TIMEOUT, event.id, event.action, timeout)
+            return False
+        finally:
+            self._flush_requests -= 1
+            self._waiters.pop(str(event.id), None)
+
+    def commit_event_threadsafe(self, event: AuditEvent, timeout: float) -> bool:
+        """:meth:`commit_event` for a caller on another thread (WSGI): blocks that thread, never the loop.
+
+        False if the writer is not running on a loop, or the commit did not happen within ``timeout``.
+        """
+        loop = self._loop
+        if loop is None or not self.started or loop.is_closed():
+            return False
+        if threading.get_ident() == self._thread_id:
+            raise RuntimeError("commit_event_threadsafe() would block the writer's own loop; await commit_event()")
+        future = asyncio.run_coroutine_threadsafe(self.commit_event(event, timeout), loop)
+        try:
+            return future.result(timeout + 1.0)
+        except Exception:  # timed out waiting for the loop, or the writer closed meanwhile
+            future.cancel()
+            return False
+
+    async def record_strict(
+        self, action: str, *, user_id: Any = None, metadata: Mapping[str, Any] | None = None, timeout: float = 5.0
+    ) -> bool:
+        """Record one event and wait for its commit (see :meth:`commit_event`). True once it is stored."""
+        return await self.commit_event(AuditEvent(action, user_id, metadata), timeout)
 
     def _notify(self) -> None:
         wake, loop = self._wake, self._loop
@@ -250,44 +396,72 @@ class AuditWriter:
 
     async def _wait_for(self, target: int) -> None:
         assert self._progress is not None  # set by start_soon
-        while self._done < target:
+        while self._done < target or self._delivery.has_gap or self._gap_writing:
             self._progress.clear()
             if self._wake is not None:
                 self._wake.set()
             await self._progress.wait()
 
+    @property
+    def healthy(self) -> bool:
+        """True while the writer runs, its last write attempt succeeded and the buffer has room.
+
+        For a readiness probe: False while the database is unreachable (events are then spooled, not
+        lost, so an app may also choose to stay ready and only alert).
+        """
+        return self.started and not self._closed and self._failing_since is None and len(self._queue) < self._max_buffer
+
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
+        delivery = self._delivery
         return WriterStats(
             enqueued=self._enqueued,
             written=self._written,
             rejected=self._rejected,
-            dropped=self._dropped,
+            dropped=delivery.dropped,
             retried=self._retried,
             batches=self._batches,
             queue_depth=len(self._queue),
             lost_on_close=self._lost_on_close,
             last_flush_latency=self._last_latency,
             last_error=self._last_error,
+            spooled=delivery.spooled,
+            replayed=delivery.replayed,
+            dead_lettered=delivery.dead_lettered,
+            spool_bytes=delivery.spool.bytes,
+            healthy=self.healthy,
         )
 
     # -- background task -----------------------------------------------------------------------
 
     async def _run(self) -> None:
         assert self._wake is not None and self._progress is not None
-        wake, interval, queue = self._wake, self.config.flush_interval, self._queue
+        wake, interval, queue, delivery = self._wake, self.config.flush_interval, self._queue, self._delivery
+        try:
+            await asyncio.to_thread(delivery.claim)  # spools of stopped processes of this table
+        except OSError as exc:
+            logger.error(MSG_CLAIM_FAILED, exc)
         while True:
-            if not queue or (len(queue) < self._batch_size and not self._flush_requests and not self._closed):
+            if not delivery.backlog and (
+                not queue or (len(queue) < self._batch_size and not self._flush_requests and not self._closed)
+            ):
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
+            if delivery.spool.dirty:
+                await asyncio.to_thread(delivery.sync)  # events spooled by submit(): one fsync per interval
+            if delivery.backlog:  # while the database is failing, this is where the writer waits (backoff)
+                await self._replay_segment()
             # Pipeline: convert the next batch to rows while the previous one is on the wire, so the
             # CPU work here overlaps the server's COPY. Writes stay sequential (one at a time, in order).
             in_flight: asyncio.Task[None] | None = None
             try:
-                while queue:
+                while queue and self._failing_since is None:
                     take = min(len(queue), self._batch_size)
-                    rows = await self._rows([queue.popleft() for _ in range(take)], yielding=in_flight is not None)
+                    self._converting = [queue.popleft() for _ in range(take)]
+                    rows = await self._rows(self._converting, yielding=in_flight is not None)
+                    self._inflight[id(rows)] = rows
+                    self._converting = None
                     self._taken += take
                     if in_flight is not None:
                         await in_flight
@@ -300,6 +474,7 @@ class AuditWriter:
                 if in_flight is not None:
                     in_flight.cancel()
                 raise
+            await self._write_gap()
 
     async def _rows(self, batch: list[AuditEvent], *, yielding: bool) -> list[Row]:
         """Convert events to rows; while a write is in flight, yield every few rows so it progresses."""
@@ -314,30 +489,125 @@ class AuditWriter:
                 await asyncio.sleep(0)
         return rows
 
-    async def _write(self, rows: list[Row]) -> None:
+    async def _replay_segment(self) -> None:
+        """Replay the oldest spool segment through the idempotent path (retrying until it lands)."""
+        replayed = await self._delivery.replay_next(functools.partial(self._write, replay=True))
+        if replayed is not None and replayed[1]:  # this process's events: they count for flush() and aclose()
+            self._done += replayed[0]
+            assert self._progress is not None  # set by start_soon
+            self._progress.set()
+
+    async def _write_gap(self) -> None:
+        """Once the database takes writes again, record what was dropped as an ``audit_gap`` row."""
+        if self._failing_since is not None:
+            return
+        gap = self._delivery.take_gap()
+        if gap is None:
+            return
+        row = to_row(gap.event())
+        self._gap_writing = True
+        try:
+            await self._write([row], replay=True)
+        except asyncio.CancelledError:
+            self._delivery.restore_gap(gap)
+            raise
+        finally:
+            self._gap_writing = False
+        assert self._progress is not None  # set by start_soon
+        self._progress.set()
+
+    async def _spill(self) -> None:
+        """The database is failing: move what waits in memory to the disk spool (fsynced), freeing memory."""
+        if self._closed or not self._queue or self._spilling is not None or not self._delivery.enabled:
+            return
+        events = [self._queue.popleft() for _ in range(len(self._queue))]
+        self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
+        rows = await self._rows(events, yielding=True)
+        lines = await encode_rows(rows)
+        spilling = asyncio.ensure_future(asyncio.to_thread(self._delivery.spool_rows, rows, sync=True, lines=lines))
+        self._spill_events = None
+        self._spilling = spilling
+        try:
+            taken = await asyncio.shield(spilling)
+        finally:
+            self._spilling = None if spilling.done() else spilling
+        self._log.warning("spooled", MSG_SPOOLING, self._delivery.spooled, self._last_error)
+        if taken < len(events):  # the spool is full: those are dropped (counted, recorded as a gap)
+            self._done += len(events) - taken
+            assert self._progress is not None  # set by start_soon
+            self._progress.set()
+
+    async def _write(self, rows: list[Row], *, replay: bool = False) -> None:
+        """Write one batch until it lands. ``replay`` rows come from a spool: idempotent from the first try."""
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                rejected = await self.sink.write(rows, retry=attempt > 0)
+                rejected = await self.sink.write(rows, retry=replay or attempt > 0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 attempt += 1
                 self._retried += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 delay = min(self.config.retry_max, self.config.retry_initial * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)  # jitter: many workers must not retry in lockstep
                 self._log.warning("retry", MSG_RETRY, type(exc).__name__, len(rows), delay, self._last_error)
+                if not replay and not self._closed and await self._hand_over(rows):
+                    await self._spill()
+                    return  # the batch is on disk now; the replay retries it (with backoff) until it lands
+                await self._spill()
                 await asyncio.sleep(delay)
                 continue
+            self._failing_since = None
             self._last_latency = time.perf_counter() - started
             self._batches += 1
             self._rejected += len(rejected)
             self._written += len(rows) - len(rejected)
             for item in rejected:
-                logger.error(MSG_REJECTED, item.row[0], item.row[2], item.reason)
-            self._done += len(rows)
-            assert self._progress is not None  # set by start_soon
-            self._progress.set()
+                self._delivery.dead_letter(item.row, item.reason)
+                # the server's message can quote the value: it goes to the dead-letter file, not the log
+                logger.error(MSG_REJECTED, item.row[0], item.row[2], loggable_reason(item.reason))
+            if self._waiters:
+                self._resolve(rows, rejected)
+            if not replay:
+                self._inflight.pop(id(rows), None)
+                self._done += len(rows)
+                assert self._progress is not None  # set by start_soon
+                self._progress.set()
             return
+
+    async def _hand_over(self, rows: list[Row]) -> bool:
+        """Move a batch whose first attempt failed to the spool (fsynced): memory is not where it waits."""
+        if not await self._delivery.hand_over(rows):
+            return False  # the spool cannot take it: keep retrying it from memory
+        self._inflight.pop(id(rows), None)
+        return True
+
+    def _resolve(self, rows: list[Row], rejected: Sequence[RejectedRow]) -> None:
+        refused = {str(item.row[0]) for item in rejected}
+        for row in rows:
+            key = str(row[0])
+            waiter = self._waiters.get(key)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(key not in refused)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _spool_at_exit(ref: weakref.ref[AuditWriter]) -> None:
+    """Interpreter exit without ``aclose()``: spool what is still in memory so the next start writes it."""
+    writer = ref()
+    if writer is None or writer._closed:
+        return
+    writer._closed = True
+    with contextlib.suppress(Exception):
+        writer._spool_remainder(0.0)

@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_TABLE", "Secret", "WriterConfig", "mask_dsn"]
 
 DEFAULT_SCHEMA = "public"
 DEFAULT_TABLE = "user_audit_logs"
+OVERFLOW_POLICIES = ("spool", "drop", "block")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
@@ -78,7 +79,16 @@ class WriterConfig:
         pool_min_size / pool_max_size: size of the writer's own asyncpg pool.
         write_timeout: seconds one write attempt may take before it is abandoned and retried.
         retry_initial / retry_max: capped exponential backoff (with jitter) between failed attempts.
-        close_timeout: seconds ``aclose()`` waits for the final flush.
+        close_timeout: seconds ``aclose()`` waits for the final flush before spooling the remainder.
+        overflow: what a full buffer does with a new event: ``"spool"`` (append it to the disk spool),
+            ``"drop"`` (count it; a gap event records the hole) or ``"block"`` (a caller on another
+            thread waits up to ``block_timeout``, then the event is dropped; on the event loop's own
+            thread ``block`` spools instead, since waiting there would stall the loop and the writer).
+        spool_dir: directory of the disk spool (default ``<tempdir>/audit_middleware-spool``).
+        spool_max_bytes: cap of one process's spool; past it events are dropped and counted.
+        block_timeout: seconds ``overflow="block"`` waits for room.
+        dead_letter_path: JSON-lines file of rows the database refused (default ``<spool_dir>/dead-letter.jsonl``).
+        connect_timeout: seconds to open a database connection.
     """
 
     dsn: str | None = None
@@ -95,6 +105,12 @@ class WriterConfig:
     retry_initial: float = 0.1
     retry_max: float = 5.0
     close_timeout: float = 10.0
+    overflow: str = "spool"
+    spool_dir: str | None = None
+    spool_max_bytes: int = 512 * 1024 * 1024
+    block_timeout: float = 1.0
+    dead_letter_path: str | None = None
+    connect_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.dsn is not None and not isinstance(self.dsn, Secret):
@@ -113,7 +129,25 @@ class WriterConfig:
             raise ConfigurationError("pool_min_size must not exceed pool_max_size")
         if self.max_metadata_bytes < 1024:
             raise ConfigurationError("max_metadata_bytes must be at least 1024")
-        for name in ("flush_interval", "write_timeout", "retry_initial", "retry_max", "close_timeout"):
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigurationError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}")
+        for name in ("spool_dir", "dead_letter_path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"{name} must be a non-empty path string, got {value!r}")
+        if isinstance(self.spool_max_bytes, bool) or not isinstance(self.spool_max_bytes, int):
+            raise ConfigurationError(f"spool_max_bytes must be an integer, got {self.spool_max_bytes!r}")
+        if self.spool_max_bytes < 0:
+            raise ConfigurationError(f"spool_max_bytes must not be negative, got {self.spool_max_bytes!r}")
+        for name in (
+            "flush_interval",
+            "write_timeout",
+            "retry_initial",
+            "retry_max",
+            "close_timeout",
+            "block_timeout",
+            "connect_timeout",
+        ):
             _positive(name, getattr(self, name))
         if self.retry_initial > self.retry_max:
             raise ConfigurationError("retry_initial must not exceed retry_max")

@@ -46,6 +46,7 @@ class MiddlewareConfig:
         redaction: a ``RedactionConfig``; None uses the defaults.
         processors: steps over the final metadata, ``fn(metadata) -> metadata`` (return None or raise
             ``SkipAudit`` to drop the event); see ``redaction.build_chain``.
+        strict_timeout: seconds a ``strict`` route waits for its event's commit before answering 503.
     """
 
     dsn: str | None = None
@@ -67,6 +68,7 @@ class MiddlewareConfig:
     max_response_peek: int = 16 * 1024
     redaction: RedactionConfig | None = None
     processors: Sequence[Callable[[dict[str, Any]], dict[str, Any] | None]] = ()
+    strict_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("preset", "audit_unmapped", "user_from_response", "outcome_actions", "capture_body"):
@@ -99,6 +101,9 @@ class MiddlewareConfig:
         object.__setattr__(self, "processors", tuple(self.processors))
         if self.redaction is not None and not isinstance(self.redaction, RedactionConfig):
             raise ConfigurationError(f"redaction must be a RedactionConfig, got {type(self.redaction).__name__}")
+        timeout = self.strict_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+            raise ConfigurationError(f"strict_timeout must be a number of seconds in (0, 300], got {timeout!r}")
         TrustedProxies(self.trusted_proxies, self.proxy_header)  # validates both
 
     @classmethod

@@ -67,6 +67,9 @@ class RouteSpec:
         user_from_response: take the user from the app's own successful response (login-type routes).
         identifier: record the attempted identifier (username/email) from the request body.
         user_before: resolve the user before the app runs (logout destroys the session).
+        strict: hold the response until the event is committed; answer 503 instead (the app's response,
+            and any session it issues, is discarded) if that does not happen within the middleware's
+            ``strict_timeout``. The response is buffered: for small auth responses, not streams.
     """
 
     action: str | ActionCallable
@@ -77,6 +80,7 @@ class RouteSpec:
     user_from_response: bool = False
     identifier: bool = False
     user_before: bool = False
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not callable(self.action):
@@ -91,7 +95,7 @@ class RouteSpec:
             raise ConfigurationError(f"body must be a bool or a list of field names, got {self.body!r}")
         if not isinstance(self.metadata, Mapping):
             raise ConfigurationError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
-        for name in ("user_from_response", "identifier", "user_before"):
+        for name in ("user_from_response", "identifier", "user_before", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.outcome is not None and not isinstance(self.outcome, bool):

@@ -95,7 +95,7 @@ async def test_full_buffer_drops_and_counts(caplog: pytest.LogCaptureFixture) ->
     assert writer.stats().dropped == 2
     assert caplog.text.count("audit buffer full") == 1  # rate-limited: one line, not one per event
     await writer.aclose()
-    assert sink.actions() == ["a0", "a1", "a2"]
+    assert sink.actions() == ["a0", "a1", "a2", "audit_gap"]  # the hole is recorded where auditors look
 
 
 async def test_failed_writes_are_retried_until_they_land(caplog: pytest.LogCaptureFixture) -> None:

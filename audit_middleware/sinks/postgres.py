@@ -9,14 +9,20 @@ A batch the database rejects because of its content (data errors, constraint vio
 in halves until the offending rows are isolated; the rest lands. A row whose ``user_id`` has no
 matching user (foreign key) is stored with ``user_id`` NULL and the id kept in ``metadata.user_ref``.
 Any other row the database refuses is returned as :class:`Rejected` with the server's reason.
-Connection and server-state errors propagate: the writer retries the whole batch later.
+Connection and server-state errors propagate: the writer retries the whole batch later. Every
+command is bounded by ``timeout`` and every connection attempt by ``connect_timeout``; after any
+such error (or a cancellation) the pool is terminated, so a dead or half-open connection is never
+used again: the next attempt opens fresh connections.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -52,7 +58,8 @@ class PostgresSink:
         dsn: connection string (or pass ``pool`` to share one).
         schema / table: where rows go; see ``schema.apply`` to create the table.
         min_size / max_size: size of the sink's own pool.
-        timeout: seconds one write attempt may take.
+        timeout: seconds one command (COPY or INSERT) may take.
+        connect_timeout: seconds to open a connection.
         pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
 
     Example:
@@ -71,6 +78,7 @@ class PostgresSink:
         max_size: int = 2,
         timeout: float = 10.0,
         pool: asyncpg.Pool | None = None,
+        connect_timeout: float = 5.0,
     ) -> None:
         if dsn is None and pool is None:
             raise ValueError("PostgresSink needs a dsn or a pool")
@@ -82,6 +90,7 @@ class PostgresSink:
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._pool = pool
         self._owns_pool = pool is None
         target = f"{quote_ident(schema)}.{quote_ident(table)}"
@@ -98,12 +107,16 @@ class PostgresSink:
     async def open(self) -> None:
         """Create the pool (idempotent). Raises if the server cannot be reached; the writer retries."""
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                # The writer's connections only run COPY and one INSERT; keep them out of the app's way.
-                server_settings={"application_name": "audit_middleware"},
+            self._pool = await asyncio.wait_for(
+                _create_pool(
+                    self._dsn,
+                    **_pool_size(self._min_size),
+                    max_size=self._max_size,
+                    timeout=self._connect_timeout,
+                    # The writer's connections only run COPY and one INSERT; keep them out of the app's way.
+                    server_settings={"application_name": "audit_middleware"},
+                ),
+                self._connect_timeout * 2,
             )
 
     async def aclose(self) -> None:
@@ -122,23 +135,39 @@ class PostgresSink:
         """Store ``rows``; return those the database refused because of their content."""
         if not rows:
             return []
-        if self._pool is None:
-            await self.open()
         try:
-            await self._send(rows, retry=retry)
-        except ROW_ERRORS as exc:
-            return await self._isolate(rows, retry=retry, error=exc)
+            if self._pool is None:
+                await self.open()
+            try:
+                await self._send(rows, retry=retry)
+            except ROW_ERRORS as exc:
+                return await self._isolate(rows, retry=retry, error=exc)
+        except (TimeoutError, asyncio.CancelledError):
+            # Timed out or cancelled mid-command: the peer may be half-open and the connection stuck in
+            # the protocol, so close every connection now, without a goodbye; the next attempt reconnects.
+            if self._owns_pool:
+                self.terminate()
+            raise
+        except Exception:
+            # Connection lost or server shutting down: connections asyncpg has not noticed are dead yet
+            # are replaced when next acquired, so a retry never lands on a dead one.
+            if self._pool is not None and self._owns_pool:
+                await self._pool.expire_connections()
+            raise
         return []
 
     async def _send(self, rows: Sequence[Row], *, retry: bool) -> None:
         assert self._pool is not None  # open() ran; a None here is a bug, not a runtime condition
-        if retry:
-            columns = list(zip(*rows, strict=True))
-            await self._pool.execute(self._upsert, *columns, timeout=self._timeout)
-        else:
-            await self._pool.copy_records_to_table(
-                self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=self._timeout
-            )
+        # asyncpg's own timeout covers the command, not the pool's release of a connection whose reply
+        # never came (a half-open peer): the outer bound covers both.
+        async with asyncio.timeout(self._timeout * 1.5):
+            if retry:
+                columns = list(zip(*rows, strict=True))
+                await self._pool.execute(self._upsert, *columns, timeout=self._timeout)
+            else:
+                await self._pool.copy_records_to_table(
+                    self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=self._timeout
+                )
 
     async def _isolate(self, rows: Sequence[Row], *, retry: bool, error: Exception) -> list[Rejected]:
         if len(rows) == 1:
@@ -161,6 +190,20 @@ class PostgresSink:
                 return [Rejected(fixed, _reason(exc))]
             return []
         return [Rejected(row, _reason(error))]
+
+
+_create_pool: Any = asyncpg.create_pool  # its keyword set depends on the asyncpg version (see _pool_size)
+
+
+def _pool_size(min_size: int) -> dict[str, int]:
+    """Open ``min_size`` connections, but keep no connection floor where asyncpg has one (0.32+).
+
+    A floor makes the pool reconnect in the background while the server is down, logging a traceback
+    per attempt; the writer already retries (with its own backoff and rate-limited warnings).
+    """
+    if "init_size" in inspect.signature(asyncpg.create_pool).parameters:
+        return {"init_size": min_size, "min_size": 0}
+    return {"min_size": min_size}  # pragma: no cover - asyncpg < 0.32: min_size is the initial size
 
 
 def _reason(exc: Exception) -> str:
