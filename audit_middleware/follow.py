@@ -58,16 +58,17 @@ async def follow(
     )
     window = dt.timedelta(seconds=lag)
     target = _target(schema, table)
-    newest: dt.datetime | None = None
-    if last:
-        recent = [row async for row in iter_events(conn, base, schema=schema, table=table, descending=True, limit=last)]
-        for row in reversed(recent):
-            yield row
-    newest = await conn.fetchval(f"SELECT max(created_at) FROM {target}")
+    newest: dt.datetime | None = await conn.fetchval(f"SELECT max(created_at) FROM {target}")
     if newest is None:
         newest = dt.datetime.now(dt.UTC).replace(tzinfo=None) - window
     # Everything already in the window counts as seen: only rows landing from now on are new.
     seen: dict[uuid.UUID, dt.datetime] = dict(await _keys(conn, base, target, newest - window))
+    if last:
+        recent = [row async for row in iter_events(conn, base, schema=schema, table=table, descending=True, limit=last)]
+        for row in reversed(recent):
+            seen[row.id] = row.created_at  # a row landing between the two reads is shown once, here
+            newest = max(newest, row.created_at)
+            yield row
     while True:
         start = newest - window
         fresh = [(key, when) for key, when in await _keys(conn, base, target, start) if key not in seen]

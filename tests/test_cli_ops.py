@@ -20,6 +20,7 @@ import pytest
 
 from audit_middleware.cli import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
 from audit_middleware.cli_ops import parse_when
+from audit_middleware.follow import follow
 from audit_middleware.schema import quote_ident
 from tests.conftest import PgTarget
 from tests.ops_data import T0, load, ordered_keys, row
@@ -174,31 +175,59 @@ def test_prune_dry_run_deletes_nothing(pg: PgTarget, capsys: pytest.CaptureFixtu
 # --- tail ----------------------------------------------------------------------------------------
 
 
-def test_tail_shows_the_last_rows_then_picks_up_new_ones(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
+async def tail_is_polling(pg: PgTarget) -> bool:
+    """Whether the tail command's connection has finished reading the current window (so it is following)."""
+    found = await pg.fetch(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'audit-middleware-cli' AND state = 'idle' "
+        "AND query LIKE 'SELECT id, created_at FROM %' AND position($1 in query) > 0",
+        pg.schema,
+    )
+    return bool(found)
+
+
+def test_tail_picks_up_rows_that_land_while_it_follows(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    seed(pg, [row(f"before{i}", now - dt.timedelta(seconds=30 - i)) for i in range(5)])
+    seed(pg, [row("before", now - dt.timedelta(seconds=1))])
     late = [row("late", now + dt.timedelta(seconds=1)), row("other", now + dt.timedelta(seconds=1))]
-    later = [row("late", now - dt.timedelta(seconds=2))]  # committed after newer rows: the lag window finds it
 
-    def insert_soon() -> None:
-        time.sleep(0.4)
+    def insert_once_following() -> None:
+        deadline = time.monotonic() + 15
+        while not asyncio.run(tail_is_polling(pg)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         seed(pg, late)
-        time.sleep(0.3)
-        seed(pg, later)
 
-    thread = threading.Thread(target=insert_soon)
+    thread = threading.Thread(target=insert_once_following)
     thread.start()
     try:
         code = cli(
-            pg, "tail", "--json", "--last", "2", "--action-prefix", "",
-            "--poll-interval", "0.05", "--max-events", "5", "--timeout", "20",
-        )  # fmt: skip
+            pg, "tail", "--json", "--last", "0", "--poll-interval", "0.05", "--max-events", "2", "--timeout", "20"
+        )
     finally:
         thread.join()
     assert code == EXIT_OK
     got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [g["action"] for g in got[:2]] == ["before3", "before4"]
-    assert {g["id"] for g in got[2:]} == {str(r[0]) for r in late + later}
+    assert {g["id"] for g in got} == {str(r[0]) for r in late}
+
+
+@pytest.mark.anyio
+async def test_follow_shows_last_rows_then_new_and_late_committed_ones(pg: PgTarget) -> None:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    await load(pg, [row(f"before{i}", now - dt.timedelta(seconds=30 - i)) for i in range(5)])
+    conn = await pg.connect()
+    rows = follow(conn, schema=pg.schema, last=2, poll_interval=0.02, lag=10)
+    try:
+        shown = [(await anext(rows)).action for _ in range(2)]
+        newer = row("newer", now + dt.timedelta(seconds=1))
+        await load(pg, [newer])
+        assert (await anext(rows)).id == newer[0]
+        # Committed after "newer" but captured 3 s before it: inside the look-back window, so still shown.
+        late = row("late", now - dt.timedelta(seconds=2))
+        await load(pg, [late])
+        assert (await anext(rows)).id == late[0]
+    finally:
+        await rows.aclose()
+        await conn.close()
+    assert shown == ["before3", "before4"]
 
 
 def test_tail_filters_and_stops_at_its_timeout(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
