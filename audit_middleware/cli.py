@@ -1,9 +1,10 @@
 """The ``audit-middleware`` command. Each command is a thin wrapper over a library call.
 
-Exit codes: ``EXIT_OK`` (0), ``EXIT_FAILURE`` (1: the operation failed, e.g. the database refused),
-``EXIT_USAGE`` (2: bad arguments, as argparse), ``EXIT_UNREACHABLE`` (3: could not connect).
 The operator commands (tail, query, export, stats, prune, partitions) live in ``cli_ops.py`` and
 add ``EXIT_INTERRUPTED`` (130: Ctrl-C during query/export/prune; ``tail`` exits 0 on Ctrl-C).
+
+Exit codes: ``EXIT_OK`` (0), ``EXIT_FAILURE`` (1: the operation failed, e.g. the database refused),
+``EXIT_USAGE`` (2: bad arguments, as argparse), ``EXIT_UNREACHABLE`` (3: could not connect).
 """
 
 from __future__ import annotations
@@ -43,14 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Safe to run again: never drops or rewrites data.",
     )
     _add_dsn(init)
-    fk = init.add_mutually_exclusive_group()
-    fk.add_argument(
-        "--users-table",
-        default="users",
-        help="[schema.]table whose id user_id references, ON DELETE SET NULL (default: %(default)s; "
-        "skipped with a message if it does not exist)",
-    )
-    fk.add_argument("--no-users-fk", action="store_true", help="do not add the foreign key")
     init.add_argument(
         "--partitioned",
         action="store_true",
@@ -61,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_ops import add_commands
 
     add_commands(commands, _add_dsn)
+    fk = init.add_mutually_exclusive_group()
+    fk.add_argument(
+        "--users-table",
+        default="users",
+        help="[schema.]table whose id user_id references, ON DELETE SET NULL (default: %(default)s; "
+        "skipped with a message if it does not exist)",
+    )
+    fk.add_argument("--no-users-fk", action="store_true", help="do not add the foreign key")
     return parser
 
 
@@ -93,9 +94,9 @@ async def _init_db(args: argparse.Namespace, dsn: str) -> int:
     finally:
         await conn.close()
     print(f"{args.schema}.{args.table}: ready (migrations: {', '.join(report.migrations)})")
-    print(f"foreign key to users: {report.foreign_key}")
     if args.partitioned:
         print(f"partitioned by month; partitions created: {', '.join(report.partitions) or 'none needed'}")
+    print(f"foreign key to users: {report.foreign_key}")
     return EXIT_OK
 
 
@@ -105,10 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dsn = _dsn(args, parser)
     try:
-        if args.command == "init-db":
-            return asyncio.run(_init_db(args, dsn))
         if getattr(args, "run", None) is not None:  # operator commands (cli_ops.py)
             return int(args.run(args, dsn))
+        if args.command == "init-db":
+            return asyncio.run(_init_db(args, dsn))
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
