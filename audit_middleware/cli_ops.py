@@ -13,10 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,74 +22,17 @@ from typing import Any, TextIO
 
 import asyncpg
 
+from ._cli_args import add_filters, filters_from, month, parse_when, positive
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from .config import mask_dsn
 from .errors import ConfigurationError
-from .query import Cursor, EventFilter, count_events, iter_events, to_utc_naive
+from .query import Cursor, count_events, iter_events
 
-__all__ = ["EXIT_INTERRUPTED", "add_commands", "parse_when"]
+__all__ = ["EXIT_INTERRUPTED", "add_commands"]
 
 EXIT_INTERRUPTED = 130
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 Handler = Callable[[argparse.Namespace, asyncpg.Connection], Coroutine[Any, Any, int]]
-
-
-def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """``now``, a span back from now (``30m``, ``12h``, ``7d``, ``2w``) or ISO 8601 (naive = UTC) -> naive UTC."""
-    now = to_utc_naive(now or dt.datetime.now(dt.UTC))
-    text = text.strip()
-    if text == "now":
-        return now
-    match = _RELATIVE.match(text)
-    if match:
-        return now - dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
-    try:
-        return to_utc_naive(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use ISO 8601, 'now', or e.g. 30m, 12h, 7d)") from None
-
-
-def _meta(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
-
-
-def _add_filters(parser: argparse.ArgumentParser, *, times: bool = True) -> None:
-    group = parser.add_argument_group("filters (all must match)")
-    group.add_argument("--user", metavar="UUID", help="rows of this user_id")
-    actions = group.add_mutually_exclusive_group()
-    actions.add_argument("--action", help="rows with exactly this action")
-    actions.add_argument("--action-prefix", metavar="PREFIX", help="rows whose action starts with PREFIX")
-    if times:
-        group.add_argument("--since", type=parse_when, metavar="TIME", help="created_at >= TIME (ISO 8601 or 7d...)")
-        group.add_argument("--until", type=parse_when, metavar="TIME", help="created_at < TIME")
-    group.add_argument("--ip", help="rows whose metadata.ip equals IP")
-    group.add_argument(
-        "--meta",
-        type=_meta,
-        action="append",
-        metavar="KEY=VALUE",
-        help="metadata contains KEY=VALUE (VALUE parsed as JSON if it can be, else text); repeatable",
-    )
-
-
-def _filters(args: argparse.Namespace) -> EventFilter:
-    return EventFilter(
-        user_id=args.user,
-        action=args.action,
-        action_prefix=args.action_prefix,
-        since=getattr(args, "since", None),
-        until=getattr(args, "until", None),
-        ip=args.ip,
-        metadata=dict(args.meta) if args.meta else None,
-    )
 
 
 def _run(handler: Handler, *, interrupted: int = EXIT_INTERRUPTED) -> Callable[[argparse.Namespace, str], int]:
@@ -130,12 +71,15 @@ def _run(handler: Handler, *, interrupted: int = EXIT_INTERRUPTED) -> Callable[[
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or ``path`` written as ``path.partial`` and renamed when complete (a FILE is never half)."""
     if path is None or path == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
-    with open(path, "w", encoding="utf-8", newline="") as handle:
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8", newline="") as handle:
         yield handle
+    os.replace(partial, path)
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -145,7 +89,7 @@ def _progress_wanted(args: argparse.Namespace) -> bool:
 async def _query(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     from .export import ProgressBar, write_rows
 
-    filters = _filters(args)
+    filters = filters_from(args)
     limit = getattr(args, "limit", None)
     total: int | None = None
     bar = None
@@ -177,7 +121,7 @@ async def _tail(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
 
     rows = follow(
         conn,
-        _filters(args),
+        filters_from(args),
         schema=args.schema,
         table=args.table,
         last=args.last,
@@ -207,7 +151,7 @@ async def _tail(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
 async def _stats(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     from .stats import collect_stats
 
-    filters = _filters(args)
+    filters = filters_from(args)
     if filters.since is None and filters.until is None:
         filters = dataclasses.replace(filters, since=parse_when("1d"))
     result = await collect_stats(
@@ -292,20 +236,6 @@ async def _partitions(args: argparse.Namespace, conn: asyncpg.Connection) -> int
     return EXIT_OK
 
 
-def _month(text: str) -> dt.datetime:
-    try:
-        return dt.datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM, got {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the operator commands on ``commands`` (argparse sub-parsers); each sets ``run``."""
     exits = "Exit codes: 0 ok, 1 database error, 2 usage, 3 cannot connect"
@@ -315,12 +245,12 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
         description=f"Print the last rows, then new rows as they land, until Ctrl-C (exit 0). {exits}.",
     )
     add_dsn(tail)
-    _add_filters(tail, times=False)
+    add_filters(tail, times=False)
     tail.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     tail.add_argument("--last", type=int, default=10, metavar="N", help="existing rows shown first (default: 10)")
     tail.add_argument("--poll-interval", type=float, default=1.0, metavar="S", help="seconds between polls (1)")
     tail.add_argument("--lag", type=float, default=10.0, metavar="S", help="look-back for late commits (10 s)")
-    tail.add_argument("--max-events", type=_positive, metavar="N", help="stop after N rows")
+    tail.add_argument("--max-events", type=positive, metavar="N", help="stop after N rows")
     tail.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     tail.set_defaults(run=_run(_tail, interrupted=EXIT_OK))
 
@@ -335,14 +265,14 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
             f"(constant memory). {exits}, 130 interrupted.",
         )
         add_dsn(sub)
-        _add_filters(sub)
+        add_filters(sub)
         sub.add_argument("--format", choices=("table", "jsonl", "csv"), default=fmt, help="(default: %(default)s)")
         sub.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
         if name == "query":
-            sub.add_argument("--limit", type=_positive, default=100, help="most rows printed (default: 100)")
+            sub.add_argument("--limit", type=positive, default=100, help="most rows printed (default: 100)")
         sub.add_argument("--desc", action="store_true", help="newest first")
         sub.add_argument("--after", metavar="CURSOR", help="start after this '<iso time>|<uuid>' position")
-        sub.add_argument("--page-size", type=_positive, default=5000, help="rows per query (default: %(default)s)")
+        sub.add_argument("--page-size", type=positive, default=5000, help="rows per query (default: %(default)s)")
         sub.add_argument(
             "--progress", action=argparse.BooleanOptionalAction, help="progress on stderr (default: if a terminal)"
         )
@@ -354,14 +284,14 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
         description=f"Aggregate a time range (default: the last day). {exits}.",
     )
     add_dsn(stats)
-    _add_filters(stats)
+    add_filters(stats)
     stats.add_argument("--by", choices=("day", "hour"), default="day", help="time bucket (default: day)")
     stats.add_argument(
         "--failed-action", action="append", metavar="ACTION", help="action of a failed login (default: login_failed)"
     )
     stats.add_argument("--ip-key", default="ip", help="metadata key of the client IP (default: ip)")
     stats.add_argument("--identifier-key", default="identifier", help="metadata key of the attempted identifier")
-    stats.add_argument("--top", type=_positive, default=20, help="IPs/identifiers listed (default: 20)")
+    stats.add_argument("--top", type=positive, default=20, help="IPs/identifiers listed (default: 20)")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(run=_run(_stats))
 
@@ -373,9 +303,9 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
     )
     add_dsn(prune)
     when = prune.add_mutually_exclusive_group(required=True)
-    when.add_argument("--older-than", type=_positive, metavar="DAYS", help="delete rows older than DAYS days")
+    when.add_argument("--older-than", type=positive, metavar="DAYS", help="delete rows older than DAYS days")
     when.add_argument("--before", type=parse_when, metavar="TIME", help="delete rows with created_at < TIME")
-    prune.add_argument("--batch-size", type=_positive, default=10_000, help="rows per transaction (10000)")
+    prune.add_argument("--batch-size", type=positive, default=10_000, help="rows per transaction (10000)")
     prune.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     prune.add_argument("--ahead", type=int, metavar="N", help="partitioned: also create partitions N months ahead")
     prune.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress (default: if a terminal)")
@@ -388,5 +318,5 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
     )
     add_dsn(parts)
     parts.add_argument("--ahead", type=int, default=3, metavar="N", help="months ahead (default: 3)")
-    parts.add_argument("--from", dest="start", type=_month, metavar="YYYY-MM", help="also create months from here")
+    parts.add_argument("--from", dest="start", type=month, metavar="YYYY-MM", help="also create months from here")
     parts.set_defaults(run=_run(_partitions))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from audit_middleware._cli_args import parse_when
 from audit_middleware.cli import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
-from audit_middleware.cli_ops import parse_when
 from audit_middleware.follow import follow
 from audit_middleware.schema import quote_ident
 from tests.conftest import PgTarget
@@ -84,6 +84,7 @@ def test_export_csv_to_a_file_with_filters(pg: PgTarget, tmp_path: Path, capsys:
     assert set(parsed[0]) == {"id", "user_id", "action", "metadata", "created_at"}
     assert parsed[0]["user_id"] == ""
     assert "3 rows written" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]  # written as .partial, renamed when complete
 
 
 def test_export_shows_progress_on_stderr_only(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
