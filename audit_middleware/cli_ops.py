@@ -168,7 +168,9 @@ async def _stats(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
-    print(f"{result.total:,} events from {result.since or 'the start'} to {result.until or 'now'} (UTC)")
+    since = f"{result.since:%Y-%m-%d %H:%M:%S}" if result.since else "the start"
+    until = f"{result.until:%Y-%m-%d %H:%M:%S}" if result.until else "now"
+    print(f"{result.total:,} events from {since} to {until} (UTC)")
     print("\nby action:")
     for action, count in result.by_action:
         print(f"  {action or '-':<40} {count:>12,}")
