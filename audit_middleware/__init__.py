@@ -11,6 +11,7 @@ from .config import WriterConfig
 from .context import AuditContext, audit_context
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
 from .frameworks import DjangoAuditMiddleware, install_flask
+from .query import AuditRow, Cursor, EventFilter, fetch_page, iter_events
 from .records import COLUMNS, AuditEvent
 from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
 from .schema import apply as init_db
@@ -25,11 +26,14 @@ __all__ = [
     "AuditError",
     "AuditEvent",
     "AuditMiddleware",
+    "AuditRow",
     "AuditWSGIMiddleware",
     "AuditWriter",
     "BackgroundWriter",
     "ConfigurationError",
+    "Cursor",
     "DjangoAuditMiddleware",
+    "EventFilter",
     "PostgresSink",
     "RedactionConfig",
     "Redactor",
@@ -39,6 +43,8 @@ __all__ = [
     "WriterConfig",
     "WriterStats",
     "audit_context",
+    "fetch_page",
     "init_db",
     "install_flask",
+    "iter_events",
 ]

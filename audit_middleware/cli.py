@@ -1,5 +1,8 @@
 """The ``audit-middleware`` command. Each command is a thin wrapper over a library call.
 
+The operator commands (tail, query, export, stats, prune, partitions) live in ``cli_ops.py`` and
+add ``EXIT_INTERRUPTED`` (130: Ctrl-C during query/export/prune; ``tail`` exits 0 on Ctrl-C).
+
 Exit codes: ``EXIT_OK`` (0), ``EXIT_FAILURE`` (1: the operation failed, e.g. the database refused),
 ``EXIT_USAGE`` (2: bad arguments, as argparse), ``EXIT_UNREACHABLE`` (3: could not connect).
 """
@@ -41,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Safe to run again: never drops or rewrites data.",
     )
     _add_dsn(init)
+    init.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="range-partition the table by month on created_at (primary key (id, created_at)), "
+        "with a DEFAULT partition and partitions created ahead",
+    )
+    init.add_argument("--ahead", type=int, default=3, help="with --partitioned: months created ahead (default: 3)")
+    from .cli_ops import add_commands
+
+    add_commands(commands, _add_dsn)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
@@ -75,10 +88,14 @@ async def _init_db(args: argparse.Namespace, dsn: str) -> int:
             table=args.table,
             users_table=None if args.no_users_fk else users_table,
             users_schema=users_schema or None,
+            partitioned=args.partitioned,
+            ahead=args.ahead,
         )
     finally:
         await conn.close()
     print(f"{args.schema}.{args.table}: ready (migrations: {', '.join(report.migrations)})")
+    if args.partitioned:
+        print(f"partitioned by month; partitions created: {', '.join(report.partitions) or 'none needed'}")
     print(f"foreign key to users: {report.foreign_key}")
     return EXIT_OK
 
@@ -89,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dsn = _dsn(args, parser)
     try:
+        if getattr(args, "run", None) is not None:  # operator commands (cli_ops.py)
+            return int(args.run(args, dsn))
         if args.command == "init-db":
             return asyncio.run(_init_db(args, dsn))
     except AuditError as exc:

@@ -51,7 +51,10 @@ async def test_table_matches_the_specification(empty_schema: PgTarget) -> None:
     assert found["user_audit_logs_pkey"].startswith("CREATE UNIQUE INDEX")
     assert found["idx_user_audit_logs_user_id"].endswith("USING btree (user_id)")
     assert found["idx_user_audit_logs_action"].endswith("USING btree (action)")
-    assert len(found) == 3
+    # Added for reading at scale (002_created_at_index.sql; see test_query.py).
+    assert found["idx_user_audit_logs_created_at_id"].endswith("USING btree (created_at, id)")
+    assert found["idx_user_audit_logs_user_id_created_at"].endswith("USING btree (user_id, created_at, id)")
+    assert len(found) == 5
 
 
 async def test_primary_key_is_id(empty_schema: PgTarget) -> None:
@@ -132,6 +135,8 @@ async def test_other_table_name_gets_its_own_index_names(empty_schema: PgTarget)
         "audit_events_pkey",
         "idx_audit_events_user_id",
         "idx_audit_events_action",
+        "idx_audit_events_created_at_id",
+        "idx_audit_events_user_id_created_at",
     }
 
 

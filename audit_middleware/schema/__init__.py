@@ -15,6 +15,7 @@ import asyncpg
 
 from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, check_identifier
 from ..errors import SchemaError
+from ..partitions import create_partitions
 
 __all__ = ["SchemaReport", "apply", "quote_ident"]
 
@@ -34,6 +35,9 @@ def index_names(table: str) -> dict[str, str]:
         "pkey": f"{table}_pkey",
         "idx_user_id": f"idx_{table}_user_id",
         "idx_action": f"idx_{table}_action",
+        "idx_created_at": f"idx_{table}_created_at_id",
+        "idx_user_created_at": f"idx_{table}_user_id_created_at",
+        "default_partition": f"{table[:55]}_default",
         "fk_user": f"{table}_user_id_fkey",
     }
 
@@ -44,6 +48,7 @@ class SchemaReport:
 
     migrations: tuple[str, ...]
     foreign_key: str  # "created", "exists", "skipped: <why>" or "disabled"
+    partitions: tuple[str, ...] = ()  # partitions created by this run (partitioned=True)
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -59,6 +64,8 @@ async def apply(
     table: str = DEFAULT_TABLE,
     users_table: str | None = "users",
     users_schema: str | None = None,
+    partitioned: bool = False,
+    ahead: int = 3,
 ) -> SchemaReport:
     """Create the audit table, its indexes and (if ``users_table`` exists) the foreign key.
 
@@ -69,6 +76,10 @@ async def apply(
         users_table: table whose ``id`` ``user_id`` references, or None for no foreign key.
             The key is ``ON DELETE SET NULL``: deleting a user never deletes or blocks its trail.
         users_schema: schema of ``users_table``; defaults to ``schema``.
+        partitioned: create the table range-partitioned by month on ``created_at``, with primary key
+            ``(id, created_at)``, a DEFAULT partition and monthly partitions up to ``ahead`` months ahead
+            (see ``partitions.py``). Raises ``SchemaError`` if the table exists unpartitioned.
+        ahead: months of partitions created beyond the current one (``partitioned=True`` only).
 
     Example:
         >>> conn = await asyncpg.connect(dsn)                      # doctest: +SKIP
@@ -79,17 +90,35 @@ async def apply(
     names = {key: quote_ident(value) for key, value in index_names(table).items()}
     names.update(schema=quote_ident(schema), table=quote_ident(table))
     ran = []
+    created: list[str] = []
     try:
         async with conn.transaction():
             # One init-db at a time per database: concurrent CREATE ... IF NOT EXISTS can still collide.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('audit_middleware.init_db'))")
+            if partitioned:
+                await _partitioned_table(conn, schema, table, names)
             for name, sql in _migrations():
                 await conn.execute(sql.format(**names))
                 ran.append(name)
             fk = await _foreign_key(conn, schema, table, users_table, users_schema or schema)
+            if partitioned:
+                created = await create_partitions(conn, schema=schema, table=table, ahead=ahead)
     except asyncpg.PostgresError as exc:
         raise SchemaError(f"could not create {schema}.{table}: {exc}") from exc
-    return SchemaReport(tuple(ran), fk)
+    return SchemaReport(tuple(ran), fk, tuple(created))
+
+
+async def _partitioned_table(conn: asyncpg.Connection, schema: str, table: str, names: dict[str, str]) -> None:
+    kind = await conn.fetchval(
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", f"{quote_ident(schema)}.{quote_ident(table)}"
+    )
+    if kind is not None and kind != "p":
+        raise SchemaError(
+            f"{schema}.{table} already exists and is not partitioned; init-db never rewrites a table: "
+            "create a partitioned one under another name and copy the rows over"
+        )
+    sql = resources.files(__name__).joinpath("partitioned.sql").read_text(encoding="utf-8")
+    await conn.execute(sql.format(**names))
 
 
 async def _foreign_key(

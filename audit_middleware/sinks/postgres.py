@@ -3,7 +3,9 @@
 A first attempt uses ``COPY`` (the fastest way in, one round trip). A retried batch (the previous
 attempt failed in a way that leaves it unknown whether it committed, e.g. the connection dropped
 while waiting for the commit reply) is written with a single ``INSERT ... SELECT FROM unnest(...)
-ON CONFLICT (id) DO NOTHING``: ids are made at capture time, so a retry never duplicates a row.
+ON CONFLICT DO NOTHING``: ids are made at capture time, so a retry never duplicates a row. No
+conflict target, so the same statement works on a partitioned table, whose primary key is
+``(id, created_at)`` (both made together at capture time, so that key is as unique as ``id``).
 
 A batch the database rejects because of its content (data errors, constraint violations) is split
 in halves until the offending rows are isolated; the rest lands. A row whose ``user_id`` has no
@@ -97,7 +99,7 @@ class PostgresSink:
         self._upsert = (
             f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
             "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamp[]) "
-            "ON CONFLICT (id) DO NOTHING"
+            "ON CONFLICT DO NOTHING"
         )
 
     def __repr__(self) -> str:
