@@ -151,7 +151,7 @@ class DigestWriter:
         self._append = (
             f"INSERT INTO {self.qualified_digests} "
             "(seq, ids, row_hashes, batch_hash, min_created_at, max_created_at, prev_mac, mac) "
-            "VALUES ($1, $2, $3, $4, $5::timestamp, $6::timestamp, $7, $8)"
+            "VALUES ($1, $2, $3, $4, $5::text::timestamp, $6::text::timestamp, $7, $8)"
         )
 
     def __repr__(self) -> str:
