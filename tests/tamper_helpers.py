@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from audit_middleware._types import Row
 from audit_middleware.digests import DigestWriter, digests_table
 from audit_middleware.records import AuditEvent, to_row
 from audit_middleware.schema import quote_ident
@@ -26,7 +28,7 @@ TRICKY: list[dict[str, Any]] = [
 ]
 
 
-def make_rows(n: int, *, users: list[uuid.UUID] | None = None, start: int = 0) -> list[Any]:
+def make_rows(n: int, *, users: Sequence[uuid.UUID | None] | None = None, start: int = 0) -> list[Row]:
     base = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     rows = []
     for i in range(start, start + n):
@@ -52,7 +54,7 @@ class Target:
         finally:
             await conn.close()
 
-    async def write(self, batches: list[list[Any]], *, retry: bool = False) -> list[int]:
+    async def write(self, batches: Sequence[Sequence[Row]], *, retry: bool = False) -> list[int]:
         conn = await asyncpg.connect(self.dsn)
         try:
             return [await self.writer.write(conn, rows, retry=retry, timeout=10) for rows in batches]

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tamper_helpers import KEY, OTHER_KEY, Target, make_rows
 
 from audit_middleware.digests import ZERO_MAC, compute_mac, digests_table, row_hash
 from audit_middleware.verify import Checkpoint, CheckpointError
+from tests.conftest import PgTarget
+from tests.tamper_helpers import KEY, OTHER_KEY, Target, make_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -21,18 +22,19 @@ SIZE = 5  # rows per batch: 20 rows, seq 1..4
 
 
 @pytest.fixture
-async def chain(pg, users: list[uuid.UUID]) -> AsyncIterator[Target]:
+async def chain(pg: PgTarget, users: list[uuid.UUID]) -> AsyncIterator[Target]:
     """Four digested batches of five rows each (tricky metadata, users and NULL users mixed)."""
     target = Target(pg.dsn, pg.schema)
     await target.setup()
-    rows = make_rows(BATCHES * SIZE, users=[*users, None])  # type: ignore[list-item]
+    rows = make_rows(BATCHES * SIZE, users=[*users, None])
     await target.write([rows[i : i + SIZE] for i in range(0, len(rows), SIZE)])
     yield target
 
 
 async def nth_id(chain: Target, seq: int, index: int) -> uuid.UUID:
     [row] = await chain.sql("SELECT ids[$2::int] AS id FROM {d} WHERE seq = $1", seq, index + 1)
-    return row["id"]
+    event_id: uuid.UUID = row["id"]
+    return event_id
 
 
 # -- clean ----------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ async def test_wrong_key_fails_every_mac(chain: Target) -> None:
     assert report.counts == {"bad_mac": BATCHES}
 
 
-async def test_empty_chain_verifies(pg) -> None:
+async def test_empty_chain_verifies(pg: PgTarget) -> None:
     target = Target(pg.dsn, pg.schema)
     await target.setup()
     report = await target.verify()
@@ -82,7 +84,7 @@ async def test_empty_chain_verifies(pg) -> None:
         "user_id = NULL",
         "user_id = gen_random_uuid()",
         "created_at = created_at + interval '1 microsecond'",
-        "metadata = metadata || '{\"ip\": \"10.9.9.9\"}'",
+        'metadata = metadata || \'{"ip": "10.9.9.9"}\'',
     ],
 )
 async def test_altered_value_is_caught_at_its_row(chain: Target, assignment: str) -> None:
@@ -264,7 +266,7 @@ async def test_deleted_middle_digest_is_caught(chain: Target) -> None:
 
 
 def test_zero_mac_and_names() -> None:
-    assert ZERO_MAC == bytes(32)
+    assert bytes(32) == ZERO_MAC
     assert digests_table("user_audit_logs") == "user_audit_log_digests"
     assert len(digests_table("x" * 63)) <= 63
 
@@ -272,7 +274,7 @@ def test_zero_mac_and_names() -> None:
 # -- concurrency ----------------------------------------------------------------------------
 
 
-async def test_concurrent_writers_build_one_chain(pg) -> None:
+async def test_concurrent_writers_build_one_chain(pg: PgTarget) -> None:
     target = Target(pg.dsn, pg.schema)
     await target.setup()
     batches = [make_rows(7, start=i * 7) for i in range(24)]
