@@ -11,11 +11,13 @@ BEGIN
     IF coalesce(current_setting('audit_middleware.prune', true), '') = 'on' THEN
         RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
     END IF;
-    IF TG_OP = 'UPDATE' AND TG_LEVEL = 'ROW' AND TG_ARGV[0] = 'audit' AND pg_trigger_depth() > 1
-       AND NEW.user_id IS NULL AND OLD.user_id IS NOT NULL
-       AND (NEW.id, NEW.action, NEW.metadata, NEW.created_at)
-           IS NOT DISTINCT FROM (OLD.id, OLD.action, OLD.metadata, OLD.created_at) THEN
-        RETURN NEW;  -- the foreign key's ON DELETE SET NULL
+    -- (nested IFs: PL/pgSQL plans a condition whole, and NEW.user_id exists only on the audit table)
+    IF TG_OP = 'UPDATE' AND TG_LEVEL = 'ROW' AND TG_ARGV[0] = 'audit' AND pg_trigger_depth() > 1 THEN
+        IF NEW.user_id IS NULL AND OLD.user_id IS NOT NULL
+           AND (NEW.id, NEW.action, NEW.metadata, NEW.created_at)
+               IS NOT DISTINCT FROM (OLD.id, OLD.action, OLD.metadata, OLD.created_at) THEN
+            RETURN NEW;  -- the foreign key's ON DELETE SET NULL
+        END IF;
     END IF;
     RAISE EXCEPTION 'audit_middleware: % on %.% is not allowed: the audit trail is append-only',
         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
