@@ -103,6 +103,7 @@ class AuditWriter:
                 min_size=config.pool_min_size,
                 max_size=config.pool_max_size,
                 timeout=config.write_timeout,
+                digest_key=config.digest_key,
             )
         self.config = config
         self.sink = sink

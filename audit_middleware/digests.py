@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ._types import Row
 from .config import SecretKey, check_digest_key, check_identifier
@@ -56,6 +57,9 @@ TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US'
 MAC_CONTEXT = b"audit_middleware.digest.v1"
 PRUNE_SETTING = "audit_middleware.prune"
 MAX_IDENTIFIER = 63
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A plain connection or one acquired from a pool."""
 
 
 def digests_table(table: str) -> str:
@@ -180,7 +184,7 @@ SELECT n, ids, row_hashes, sha256(row_hashes) AS batch_hash, min_created, max_cr
        pg_advisory_xact_lock(hashtext($6))::text AS locked
 FROM agg"""
 
-    async def check(self, conn: asyncpg.Connection) -> None:
+    async def check(self, conn: Conn) -> None:
         """Raise ``SchemaError`` if the digests table is missing (run ``init-db --digests``)."""
         found = await conn.fetchval("SELECT to_regclass($1)", self.qualified_digests)
         if found is None:
@@ -189,7 +193,7 @@ FROM agg"""
                 "(a digest_key is set, so every batch needs its digest)"
             )
 
-    async def write(self, conn: asyncpg.Connection, rows: Sequence[Row], *, retry: bool, timeout: float) -> int:
+    async def write(self, conn: Conn, rows: Sequence[Row], *, retry: bool, timeout: float) -> int:
         """Insert ``rows`` and their digest in one transaction; return how many rows were inserted."""
         columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
         async with conn.transaction():

@@ -10,6 +10,9 @@ in halves until the offending rows are isolated; the rest lands. A row whose ``u
 matching user (foreign key) is stored with ``user_id`` NULL and the id kept in ``metadata.user_ref``.
 Any other row the database refuses is returned as :class:`Rejected` with the server's reason.
 Connection and server-state errors propagate: the writer retries the whole batch later.
+
+With a ``digest_key`` every batch (and every split part) is written together with its
+tamper-evidence digest in one transaction instead (see ``digests.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from .._types import Row
-from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, Secret, check_identifier, mask_dsn
+from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, Secret, SecretKey, check_identifier, mask_dsn
+from ..digests import DigestWriter
 from ..records import COLUMNS, with_user_ref
 from ..schema import quote_ident
 
@@ -54,6 +58,7 @@ class PostgresSink:
         min_size / max_size: size of the sink's own pool.
         timeout: seconds one write attempt may take.
         pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
+        digest_key: HMAC key that turns on tamper-evident digests (needs ``init-db --digests``).
 
     Example:
         >>> sink = PostgresSink("postgresql://localhost/app")   # doctest: +SKIP
@@ -71,6 +76,7 @@ class PostgresSink:
         max_size: int = 2,
         timeout: float = 10.0,
         pool: asyncpg.Pool | None = None,
+        digest_key: SecretKey | str | None = None,
     ) -> None:
         if dsn is None and pool is None:
             raise ValueError("PostgresSink needs a dsn or a pool")
@@ -84,6 +90,8 @@ class PostgresSink:
         self._timeout = timeout
         self._pool = pool
         self._owns_pool = pool is None
+        self._digests = None if digest_key is None else DigestWriter(schema=schema, table=table, key=digest_key)
+        self._digests_checked = False
         target = f"{quote_ident(schema)}.{quote_ident(table)}"
         self._upsert = (
             f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
@@ -93,7 +101,8 @@ class PostgresSink:
 
     def __repr__(self) -> str:
         where = mask_dsn(self._dsn) if self._dsn else "shared pool"
-        return f"PostgresSink({where!r}, schema={self.schema!r}, table={self.table!r})"
+        digests = ", digests=True" if self._digests is not None else ""
+        return f"PostgresSink({where!r}, schema={self.schema!r}, table={self.table!r}{digests})"
 
     async def open(self) -> None:
         """Create the pool (idempotent). Raises if the server cannot be reached; the writer retries."""
@@ -132,13 +141,23 @@ class PostgresSink:
 
     async def _send(self, rows: Sequence[Row], *, retry: bool) -> None:
         assert self._pool is not None  # open() ran; a None here is a bug, not a runtime condition
-        if retry:
+        if self._digests is not None:
+            await self._send_with_digest(self._digests, rows, retry=retry)
+        elif retry:
             columns = list(zip(*rows, strict=True))
             await self._pool.execute(self._upsert, *columns, timeout=self._timeout)
         else:
             await self._pool.copy_records_to_table(
                 self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=self._timeout
             )
+
+    async def _send_with_digest(self, digests: DigestWriter, rows: Sequence[Row], *, retry: bool) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            if not self._digests_checked:
+                await digests.check(conn)  # a clear "run init-db --digests" instead of a bare missing table
+                self._digests_checked = True
+            await digests.write(conn, rows, retry=retry, timeout=self._timeout)
 
     async def _isolate(self, rows: Sequence[Row], *, retry: bool, error: Exception) -> list[Rejected]:
         if len(rows) == 1:
