@@ -14,12 +14,11 @@ One chain per audit table across all writers: appends are serialised with a tran
 advisory lock, and the head is read after the lock is held (``seq`` is the primary key, so even a
 misbehaving writer cannot fork the chain).
 
-Canonical row text (computed by PostgreSQL from the values it stores, and recomputed by
-``verify`` from the text PostgreSQL returns, so jsonb's normalisation of key order, whitespace and
-numbers can never cause a false alarm): the concatenation of ``F(id::text)``, ``F(user_id::text)``,
-``F(action::text)``, ``F(metadata::text)`` and ``F(to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'))``
-where ``F(x)`` is ``<number of characters of x>:<x>``, or ``-`` for NULL. The row hash is SHA-256
-of that text in UTF-8.
+Canonical row text: ``ROW(id, user_id, action, metadata, to_char(created_at,
+'YYYY-MM-DD"T"HH24:MI:SS.US'))::text``, computed by PostgreSQL from the values it stores, both when
+the batch is written and when ``verify`` reads it back; ``verify`` hashes the text in Python. So
+jsonb's normalisation (key order, whitespace, numbers) can never cause a false alarm, and the
+writer spends no CPU of its own on it. The row hash is SHA-256 of that text in UTF-8.
 
 Pruning keeps the chain: :func:`prune_batch` deletes the rows of digests whose rows are all older
 than the cutoff and turns those digests into *stubs* (``ids`` and ``row_hashes`` emptied,
@@ -41,6 +40,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ._types import Row
 from .config import SecretKey, check_digest_key, check_identifier
 from .errors import SchemaError
+from .records import COLUMNS
 
 __all__ = [
     "ZERO_MAC",
@@ -74,30 +74,19 @@ def digests_table(table: str) -> str:
     return base[: MAX_IDENTIFIER - len("_digests")] + "_digests"
 
 
-def _field(sql: str) -> str:
-    return f"coalesce(length({sql})::text || ':' || {sql}, '-')"
-
-
 def row_text_sql(alias: str = "") -> str:
-    """The SQL expression of a row's canonical text (columns optionally qualified by ``alias``)."""
-    p = f"{alias}." if alias else ""
-    parts = [
-        f"{p}id::text",
-        f"{p}user_id::text",
-        f"{p}action::text",
-        f"{p}metadata::text",
-        f"to_char({p}created_at, '{TIME_FORMAT}')",
-    ]
-    return " || ".join(_field(part) for part in parts)
+    """The SQL expression of a row's canonical text (columns optionally qualified by ``alias``).
 
-
-def row_hash(fields: Sequence[str | None]) -> bytes:
-    """SHA-256 of a row's canonical text, from the five column texts as PostgreSQL returns them.
-
-    ``fields`` is (id, user_id, action, metadata, created_at) as selected by ``verify``: the
-    same expressions as :func:`row_text_sql`, NULL as None.
+    A record literal, e.g. ``(0193...,,login,"{""ip"": ""10.0.0.1""}",2026-11-25T22:32:02.123456)``:
+    PostgreSQL's record output quotes every field that needs it, so it is unambiguous (NULL is an
+    empty field, an empty string is ``""``), and it depends on no session setting.
     """
-    text = "".join("-" if value is None else f"{len(value)}:{value}" for value in fields)
+    p = f"{alias}." if alias else ""
+    return f"ROW({p}id, {p}user_id, {p}action, {p}metadata, to_char({p}created_at, '{TIME_FORMAT}'))::text"
+
+
+def row_hash(text: str) -> bytes:
+    """SHA-256 of a row's canonical text (as selected with :func:`row_text_sql`), UTF-8 encoded."""
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -150,7 +139,21 @@ class DigestWriter:
         self._lock = lock_key(schema, table)
         target = f"{_quote(schema)}.{_quote(table)}"
         self.qualified_digests = f"{_quote(schema)}.{_quote(self.digests)}"
-        self._sql = {retry: self._insert_sql(target, retry=retry) for retry in (False, True)}
+        self._upsert = (
+            f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamp[]) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        self._hash = f"""
+SELECT n, row_hashes, sha256(row_hashes) AS batch_hash, min_created, max_created,
+       pg_advisory_xact_lock(hashtext($2))::text AS locked
+FROM (
+    SELECT count(*) AS n,
+           string_agg(sha256(convert_to({row_text_sql("t")}, 'UTF8')), ''::bytea ORDER BY u.ord) AS row_hashes,
+           to_char(min(t.created_at), '{TIME_FORMAT}') AS min_created,
+           to_char(max(t.created_at), '{TIME_FORMAT}') AS max_created
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, ord) JOIN {target} t ON t.id = u.id
+) AS batch"""
         self._head = f"SELECT seq, mac FROM {self.qualified_digests} ORDER BY seq DESC LIMIT 1"
         self._append = (
             f"INSERT INTO {self.qualified_digests} "
@@ -160,29 +163,6 @@ class DigestWriter:
 
     def __repr__(self) -> str:
         return f"DigestWriter(schema={self.schema!r}, table={self.table!r}, key=SecretKey('***'))"
-
-    @staticmethod
-    def _insert_sql(target: str, *, retry: bool) -> str:
-        conflict = "ON CONFLICT (id) DO NOTHING RETURNING id" if retry else ""
-        kept = "WHERE id IN (SELECT id FROM ins)" if retry else ""
-        return f"""
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamp[])
-        WITH ORDINALITY AS u(id, user_id, action, metadata, created_at, ord)
-), ins AS (
-    INSERT INTO {target} (id, user_id, action, metadata, created_at)
-    SELECT id, user_id, action, metadata, created_at FROM input {conflict}
-), agg AS (
-    SELECT count(*) AS n,
-           array_agg(id ORDER BY ord) AS ids,
-           string_agg(sha256(convert_to({row_text_sql()}, 'UTF8')), ''::bytea ORDER BY ord) AS row_hashes,
-           to_char(min(created_at), '{TIME_FORMAT}') AS min_created,
-           to_char(max(created_at), '{TIME_FORMAT}') AS max_created
-    FROM input {kept}
-)
-SELECT n, ids, row_hashes, sha256(row_hashes) AS batch_hash, min_created, max_created,
-       pg_advisory_xact_lock(hashtext($6))::text AS locked
-FROM agg"""
 
     async def check(self, conn: Conn) -> None:
         """Raise ``SchemaError`` if the digests table is missing (run ``init-db --digests``)."""
@@ -195,12 +175,20 @@ FROM agg"""
 
     async def write(self, conn: Conn, rows: Sequence[Row], *, retry: bool, timeout: float) -> int:
         """Insert ``rows`` and their digest in one transaction; return how many rows were inserted."""
-        columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
         async with conn.transaction():
-            batch = await conn.fetchrow(self._sql[retry], *columns, self._lock, timeout=timeout)
-            assert batch is not None  # an aggregate always returns one row
-            if not batch["n"]:
+            if retry:
+                columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
+                inserted = {str(r["id"]) for r in await conn.fetch(self._upsert, *columns, timeout=timeout)}
+                ids = [row[0] for row in rows if str(row[0]) in inserted]
+            else:
+                await conn.copy_records_to_table(
+                    self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=timeout
+                )
+                ids = [row[0] for row in rows]
+            if not ids:
                 return 0  # every row was stored (with its digest) by an earlier attempt
+            batch = await conn.fetchrow(self._hash, ids, self._lock, timeout=timeout)
+            assert batch is not None  # an aggregate always returns one row
             # The lock is held now: this statement's snapshot sees every earlier committed digest.
             head = await conn.fetchrow(self._head, timeout=timeout)
             seq, prev = (head["seq"] + 1, bytes(head["mac"])) if head else (1, ZERO_MAC)
@@ -209,7 +197,7 @@ FROM agg"""
             await conn.execute(
                 self._append,
                 seq,
-                batch["ids"],
+                ids,
                 batch["row_hashes"],
                 batch_hash,
                 batch["min_created"],

@@ -154,9 +154,10 @@ async def test_writer_role_grants_are_enough_and_no_more(locked: Target) -> None
                 async with conn.transaction():  # savepoint: the writer's own transaction nests
                     assert await writer.write(conn, rows, retry=False, timeout=10) == 4
                     assert await writer.write(conn, rows, retry=True, timeout=10) == 0
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    async with conn.transaction():
-                        await conn.fetch(f"SELECT metadata FROM {locked.audit}")
+                for statement in (f"DELETE FROM {locked.audit}", f"UPDATE {locked.digests} SET mac = ''"):
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                        async with conn.transaction():  # refused by the GRANTs before any trigger runs
+                            await conn.execute(statement)
         finally:
             await conn.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
     finally:

@@ -75,7 +75,7 @@ async def apply_append_only(
 
 
 def writer_grants(*, schema: str = DEFAULT_SCHEMA, table: str = DEFAULT_TABLE, role: str = "audit_writer") -> str:
-    """The SQL giving ``role`` what the writer needs and nothing more (INSERT; SELECT of ids and the head).
+    """The SQL giving ``role`` what the writer needs: INSERT, and SELECT to digest what it wrote.
 
     Example:
         >>> print(writer_grants(role="app_audit").splitlines()[1])
@@ -92,7 +92,9 @@ def writer_grants(*, schema: str = DEFAULT_SCHEMA, table: str = DEFAULT_TABLE, r
             f"-- {role}: the application's audit writer may add rows and never change or remove them.",
             f"GRANT USAGE ON SCHEMA {s} TO {r};",
             f"GRANT INSERT ON {audit} TO {r};",
-            f"GRANT SELECT (id) ON {audit} TO {r};  -- the retry path: ON CONFLICT (id) DO NOTHING RETURNING id",
+            # SELECT: the digest of a batch is computed by the server from the rows just written
+            # (and the retry path's ON CONFLICT (id) ... RETURNING id); it cannot change anything.
+            f"GRANT SELECT ON {audit} TO {r};",
             f"GRANT INSERT ON {digests} TO {r};",
             f"GRANT SELECT (seq, mac) ON {digests} TO {r};  -- reading the chain head",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON {audit}, {digests} FROM {r};",
