@@ -14,8 +14,8 @@ One chain per audit table across all writers: appends are serialised with a tran
 advisory lock, and the head is read after the lock is held (``seq`` is the primary key, so even a
 misbehaving writer cannot fork the chain).
 
-Canonical row text: ``ROW(id, user_id, action, metadata, to_char(created_at,
-'YYYY-MM-DD"T"HH24:MI:SS.US'))::text``, computed by PostgreSQL from the values it stores, both when
+Canonical row text: ``ROW(id, user_id, action, metadata, created_at)::text`` under
+``DateStyle = ISO``, computed by PostgreSQL from the values it stores, both when
 the batch is written and when ``verify`` reads it back; ``verify`` hashes the text in Python. So
 jsonb's normalisation (key order, whitespace, numbers) can never cause a false alarm, and the
 writer spends no CPU of its own on it. The row hash is SHA-256 of that text in UTF-8.
@@ -77,12 +77,23 @@ def digests_table(table: str) -> str:
 def row_text_sql(alias: str = "") -> str:
     """The SQL expression of a row's canonical text (columns optionally qualified by ``alias``).
 
-    A record literal, e.g. ``(0193...,,login,"{""ip"": ""10.0.0.1""}",2026-11-25T22:32:02.123456)``:
+    A record literal, e.g. ``(0193...,,login,"{""ip"": ""10.0.0.1""}","2026-11-25 22:32:02.123456")``:
     PostgreSQL's record output quotes every field that needs it, so it is unambiguous (NULL is an
-    empty field, an empty string is ``""``), and it depends on no session setting.
+    empty field, an empty string is ``""``). The timestamp's text depends on ``DateStyle``, so
+    both the writer and ``verify`` evaluate it under ``DATESTYLE`` (ISO).
     """
     p = f"{alias}." if alias else ""
-    return f"ROW({p}id, {p}user_id, {p}action, {p}metadata, to_char({p}created_at, '{TIME_FORMAT}'))::text"
+    return f"ROW({p}id, {p}user_id, {p}action, {p}metadata, {p}created_at)::text"
+
+
+DATESTYLE = "ISO, MDY"
+
+
+async def use_iso_datestyle(conn: Conn) -> None:
+    """Make the current transaction print timestamps as ISO (a no-op round trip saved when it already does)."""
+    current = getattr(conn.get_settings(), "DateStyle", "")
+    if not str(current).upper().startswith("ISO"):
+        await conn.execute(f"SET LOCAL DateStyle = '{DATESTYLE}'")
 
 
 def row_hash(text: str) -> bytes:
@@ -176,6 +187,7 @@ FROM (
     async def write(self, conn: Conn, rows: Sequence[Row], *, retry: bool, timeout: float) -> int:
         """Insert ``rows`` and their digest in one transaction; return how many rows were inserted."""
         async with conn.transaction():
+            await use_iso_datestyle(conn)
             if retry:
                 columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
                 inserted = {str(r["id"]) for r in await conn.fetch(self._upsert, *columns, timeout=timeout)}

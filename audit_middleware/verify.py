@@ -36,7 +36,16 @@ from typing import Any
 import asyncpg
 
 from .config import DEFAULT_SCHEMA, DEFAULT_TABLE, SecretKey, check_digest_key, check_identifier
-from .digests import HASH_SIZE, TIME_FORMAT, ZERO_MAC, compute_mac, digests_table, row_hash, row_text_sql
+from .digests import (
+    HASH_SIZE,
+    TIME_FORMAT,
+    ZERO_MAC,
+    compute_mac,
+    digests_table,
+    row_hash,
+    row_text_sql,
+    use_iso_datestyle,
+)
 from .errors import AuditError, SchemaError
 
 __all__ = ["Checkpoint", "CheckpointError", "Finding", "VerifyReport", "verify"]
@@ -222,6 +231,7 @@ async def verify(
     audit, digests = f"{_q(schema)}.{_q(table)}", f"{_q(schema)}.{_q(digests_table(table))}"
     report = VerifyReport(schema=schema, table=table)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await use_iso_datestyle(conn)
         if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
             raise SchemaError(f"{schema}.{digests_table(table)} does not exist: nothing to verify")
         report.horizon = await conn.fetchval(f"SELECT to_char(max(pruned_before), '{TIME_FORMAT}') FROM {digests}")

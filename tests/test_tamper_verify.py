@@ -8,10 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from audit_middleware.digests import compute_mac, digests_table, row_hash, row_text_sql
-from audit_middleware.verify import Checkpoint, CheckpointError
+from audit_middleware.verify import Checkpoint, CheckpointError, verify
 from tests.conftest import PgTarget
 from tests.tamper_helpers import KEY, OTHER_KEY, Target, make_rows
 
@@ -272,3 +273,17 @@ async def test_concurrent_writers_build_one_chain(pg: PgTarget) -> None:
     report = await target.verify()
     assert report.ok, report.findings
     assert (report.digests, report.rows, report.head_seq) == (24, 24 * 7, 24)
+
+
+async def test_session_datestyle_does_not_change_the_hashes(pg: PgTarget) -> None:
+    target = Target(pg.dsn, pg.schema)
+    await target.setup()
+    conn = await asyncpg.connect(pg.dsn, server_settings={"DateStyle": "SQL, DMY"})
+    try:
+        await target.writer.write(conn, make_rows(4), retry=False, timeout=10)
+        assert await conn.fetchval("SHOW DateStyle") == "SQL, DMY"  # SET LOCAL ended with the transaction
+        report = await verify(conn, key=KEY, schema=pg.schema)
+    finally:
+        await conn.close()
+    assert report.ok and report.rows == 4
+    assert (await target.verify()).ok  # and a default (ISO) session agrees
