@@ -248,7 +248,7 @@ async def verify(
             f"to_char(max_created_at, '{TIME_FORMAT}') AS max_created, "
             f"to_char(pruned_before, '{TIME_FORMAT}') AS pruned_cutoff FROM {digests} ORDER BY seq"
         )
-        async for d in conn.cursor(query, prefetch=200):
+        async for d in conn.cursor(query, prefetch=20):
             chain.link(d)
             if d["pruned_before"] is None:
                 group.append(d)
