@@ -158,9 +158,12 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
         return EXIT_TAMPERED
     print("OK: chain intact")
     head = report.head()
-    if args.write_checkpoint and head is not None:
-        head.dump(args.write_checkpoint, key)
-        print(f"checkpoint written: {args.write_checkpoint} (seq {head.seq})")
+    if args.write_checkpoint:
+        if head is None:
+            print("no digests yet: no checkpoint written")
+        else:
+            head.dump(args.write_checkpoint, key)
+            print(f"checkpoint written: {args.write_checkpoint} (seq {head.seq})")
     return EXIT_OK
 
 

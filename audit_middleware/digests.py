@@ -49,6 +49,7 @@ __all__ = [
     "digests_table",
     "prune_batch",
     "row_hash",
+    "row_text_sql",
 ]
 
 ZERO_MAC = bytes(32)
