@@ -287,3 +287,13 @@ async def test_session_datestyle_does_not_change_the_hashes(pg: PgTarget) -> Non
         await conn.close()
     assert report.ok and report.rows == 4
     assert (await target.verify()).ok  # and a default (ISO) session agrees
+
+
+async def test_small_groups_give_the_same_positions(chain: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify fetches rows for groups of digests; group edges must not shift positions
+    monkeypatch.setattr("audit_middleware.verify.GROUP_IDS", 3)
+    victim = await nth_id(chain, 3, 4)
+    await chain.sql("UPDATE {t} SET action = 'moved' WHERE id = $1", victim)
+    report = await chain.verify()
+    assert report.counts == {"altered": 1} and report.rows == BATCHES * SIZE
+    assert (report.findings[0].seq, report.findings[0].id) == (3, str(victim))
