@@ -154,17 +154,18 @@ class DigestWriter:
         self._upsert = (
             f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
             "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamp[]) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
+            "ON CONFLICT DO NOTHING RETURNING id"  # no target: also fits a partitioned (id, created_at) key
         )
         self._hash = f"""
 SELECT n, row_hashes, sha256(row_hashes) AS batch_hash, min_created, max_created,
-       pg_advisory_xact_lock(hashtext($2))::text AS locked
+       pg_advisory_xact_lock(hashtext($3))::text AS locked
 FROM (
     SELECT count(*) AS n,
            string_agg(sha256(convert_to({row_text_sql("t")}, 'UTF8')), ''::bytea ORDER BY u.ord) AS row_hashes,
            to_char(min(t.created_at), '{TIME_FORMAT}') AS min_created,
            to_char(max(t.created_at), '{TIME_FORMAT}') AS max_created
-    FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, ord) JOIN {target} t ON t.id = u.id
+    FROM unnest($1::uuid[], $2::timestamp[]) WITH ORDINALITY AS u(id, created_at, ord)
+    JOIN {target} t ON t.id = u.id AND t.created_at = u.created_at  -- created_at: partition pruning
 ) AS batch"""
         self._head = f"SELECT seq, mac FROM {self.qualified_digests} ORDER BY seq DESC LIMIT 1"
         self._append = (
@@ -192,16 +193,22 @@ FROM (
             if retry:
                 columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
                 inserted = {str(r["id"]) for r in await conn.fetch(self._upsert, *columns, timeout=timeout)}
-                ids = [row[0] for row in rows if str(row[0]) in inserted]
+                rows = [row for row in rows if str(row[0]) in inserted]
             else:
                 await conn.copy_records_to_table(
                     self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=timeout
                 )
-                ids = [row[0] for row in rows]
+            ids = [row[0] for row in rows]
             if not ids:
                 return 0  # every row was stored (with its digest) by an earlier attempt
-            batch = await conn.fetchrow(self._hash, ids, self._lock, timeout=timeout)
+            created = [row[4] for row in rows]
+            batch = await conn.fetchrow(self._hash, ids, created, self._lock, timeout=timeout)
             assert batch is not None  # an aggregate always returns one row
+            if batch["n"] != len(ids):  # never seal a batch whose rows read back differently
+                raise SchemaError(
+                    f"digest: {len(ids)} rows written but {batch['n']} read back by (id, created_at) "
+                    f"from {self.schema}.{self.table}; does a trigger rewrite them?"
+                )
             # The lock is held now: this statement's snapshot sees every earlier committed digest.
             head = await conn.fetchrow(self._head, timeout=timeout)
             seq, prev = (head["seq"] + 1, bytes(head["mac"])) if head else (1, ZERO_MAC)
