@@ -263,3 +263,23 @@ def test_verify_command_usage_and_unreachable(
     assert main(["verify", "--dsn", "postgresql://nobody@127.0.0.1:1/none"]) == EXIT_UNREACHABLE
     assert main(["verify", "--dsn", target.dsn, "--schema", target.schema, "--table", "other"]) == EXIT_FAILURE
     assert "does not exist" in capsys.readouterr().err
+
+
+async def test_digests_on_a_partitioned_table(empty_schema: PgTarget) -> None:
+    # As `init-db --partitioned` makes it: primary key (id, created_at), monthly partitions.
+    s = f'"{empty_schema.schema}"'
+    await empty_schema.fetch(
+        f"CREATE TABLE {s}.user_audit_logs (id uuid NOT NULL, user_id uuid, action varchar(100), metadata jsonb, "
+        "created_at timestamp NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
+    )
+    for name, start, end in (("p10", "2026-10-01", "2026-11-01"), ("p11", "2026-11-01", "2026-12-01")):
+        await empty_schema.fetch(
+            f"CREATE TABLE {s}.{name} PARTITION OF {s}.user_audit_logs FOR VALUES FROM ('{start}') TO ('{end}')"
+        )
+    target = Target(empty_schema.dsn, empty_schema.schema)
+    await target.setup()
+    rows = make_rows(6)
+    assert await target.write([rows[:4]]) == [4]
+    assert await target.write([rows], retry=True) == [2]
+    report = await target.verify()
+    assert report.ok and (report.digests, report.rows) == (2, 6)
