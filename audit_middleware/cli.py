@@ -143,9 +143,10 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
         return EXIT_FAILURE
     finally:
         await conn.close()
+    chain = f"seq {report.first_seq}..{report.head_seq}" if report.digests else "empty chain"
     print(
-        f"{args.schema}.{args.table}: {report.digests} digests (seq {report.first_seq}..{report.head_seq}), "
-        f"{report.rows} rows checked, {report.pruned_digests} pruned digests, {report.pruned_missing} pruned rows"
+        f"{args.schema}.{args.table}: {report.digests} digests ({chain}), {report.rows} rows checked, "
+        f"{report.pruned_digests} pruned digests, {report.pruned_missing} pruned rows"
     )
     if report.horizon:
         print(f"prune horizon: rows before {report.horizon} may have been pruned")
