@@ -297,3 +297,28 @@ async def test_small_groups_give_the_same_positions(chain: Target, monkeypatch: 
     report = await chain.verify()
     assert report.counts == {"altered": 1} and report.rows == BATCHES * SIZE
     assert (report.findings[0].seq, report.findings[0].id) == (3, str(victim))
+
+
+async def test_canonical_texts_of_look_alike_rows_differ(pg: PgTarget) -> None:
+    rid = uuid.uuid4()
+    variants = [
+        ("NULL", "NULL"),
+        ("''", "NULL"),
+        ("'-'", "NULL"),
+        ("'0:'", "NULL"),
+        ("NULL", "'{}'"),
+        ("''", "'{}'"),
+        ("NULL", "'\"-\"'"),
+        ("'1:a'", "'1'"),
+        ("'1:a1'", "NULL"),
+    ]
+    texts = set()
+    for action, metadata in variants:
+        [row] = await pg.fetch(
+            f"SELECT {row_text_sql('r')} AS text FROM (SELECT $1::uuid AS id, NULL::uuid AS user_id, "
+            f"{action}::varchar AS action, {metadata}::jsonb AS metadata, "
+            "'2026-11-25 10:00:00'::timestamp AS created_at) r",
+            rid,
+        )
+        texts.add(row["text"])
+    assert len(texts) == len(variants)
