@@ -8,7 +8,10 @@ runs in a schema of its own that is dropped at the end. Off and on alternate (``
 each, best kept) so a noisy neighbour hurts both alike. Reports:
   * events/s persisted by AuditWriter (first record_nowait to aclose() returning), digests off / on,
     and their ratio (target >= 0.8);
-  * verify: rows/s over the table the digest run wrote (every row hash, HMAC and link recomputed).
+  * verify: rows/s over the table the digest run wrote (every row hash, HMAC and link recomputed);
+  * database capacity without the writer's Python work: raw COPY of pre-built rows vs the digest
+    transaction (DigestWriter) on one connection and on two at once (what the sink does with a
+    batch of >= 400 rows and a pool of >= 2 connections).
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit_middleware import AuditWriter, init_db
+from audit_middleware.digests import DigestWriter
+from audit_middleware.records import COLUMNS, AuditEvent, to_row
 from audit_middleware.schema.tamper import apply_digests
 from audit_middleware.verify import verify
 
@@ -84,6 +90,35 @@ async def bench_verify(dsn: str) -> tuple[float, int]:
     return report.rows / elapsed, report.rows
 
 
+async def bench_database(dsn: str, n: int, batch_size: int) -> dict[str, float]:
+    users = [uuid.uuid4() for _ in range(1000)]
+    rows = [to_row(AuditEvent("login", users[i % 1000], metadata(i))) for i in range(n)]
+    batches = [rows[i : i + batch_size] for i in range(0, n, batch_size)]
+    digests = DigestWriter(schema=SCHEMA, table="user_audit_logs", key=KEY)
+    rates: dict[str, float] = {}
+    for label, connections in (("raw COPY", 1), ("digest, 1 connection", 1), ("digest, 2 connections", 2)):
+        await reset(dsn)
+        conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+        try:
+
+            async def work(conn: asyncpg.Connection, mine: list[list[Any]], label: str = label) -> None:
+                for batch in mine:
+                    if label == "raw COPY":
+                        await conn.copy_records_to_table(
+                            "user_audit_logs", records=batch, columns=COLUMNS, schema_name=SCHEMA
+                        )
+                    else:
+                        await digests.write(conn, batch, retry=False, timeout=60)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(work(c, batches[i::connections]) for i, c in enumerate(conns)))
+            rates[label] = n / (time.perf_counter() - start)
+        finally:
+            for conn in conns:
+                await conn.close()
+    return rates
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", default=os.environ.get("AUDIT_DSN"))
@@ -105,6 +140,7 @@ async def main() -> None:
         off.append(await bench_writer(dsn, n, args.batch_size, digests=False))
         on.append(await bench_writer(dsn, n, args.batch_size, digests=True))
     verify_rate, rows = await bench_verify(dsn)  # over the table the last digest run wrote
+    database = await bench_database(dsn, n, args.batch_size)
     conn = await asyncpg.connect(dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
@@ -116,6 +152,9 @@ async def main() -> None:
     print(f"  writer, digests on:   {max(on):10,.0f} events/s   (runs: {', '.join(f'{r:,.0f}' for r in on)})")
     print(f"  on / off:             {max(on) / max(off):10.2f}            (target >= 0.80)")
     print(f"  verify:               {verify_rate:10,.0f} rows/s     ({rows:,} rows)")
+    print("  database alone (pre-built rows, no writer):")
+    for label, rate in database.items():
+        print(f"    {label + ':':22}{rate:10,.0f} rows/s   ({rate / database['raw COPY']:.2f} of raw COPY)")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,18 @@ async def test_sink_without_digests_table_says_what_to_run(pg: PgTarget) -> None
 def test_sink_repr_hides_the_key() -> None:
     sink = PostgresSink("postgresql://app:pw@127.0.0.1/db", digest_key=KEY)
     assert KEY not in repr(sink) and "digests=True" in repr(sink) and "pw" not in repr(sink)
+
+
+async def test_large_batch_written_as_two_digested_halves(target: Target) -> None:
+    rows = make_rows(500)
+    broken = (uuid.uuid4(), None, "broken", "{not json", dt.datetime(2026, 11, 1))
+    sink = PostgresSink(target.dsn, schema=target.schema, digest_key=KEY)
+    try:
+        rejected = await sink.write([*rows[:400], broken, *rows[400:]], retry=False)
+        assert await sink.write(rows, retry=True) == []  # a retry after both halves committed adds nothing
+    finally:
+        await sink.aclose()
+    assert [r.row[2] for r in rejected] == ["broken"]
+    report = await target.verify()
+    assert report.ok, report.findings
+    assert report.rows == 500 and report.digests >= 2
