@@ -1,8 +1,7 @@
 """The ``audit-middleware`` command. Each command is a thin wrapper over a library call.
 
 Exit codes: ``EXIT_OK`` (0), ``EXIT_FAILURE`` (1: the operation failed, e.g. the database refused),
-``EXIT_USAGE`` (2: bad arguments, as argparse), ``EXIT_UNREACHABLE`` (3: could not connect),
-``EXIT_TAMPERED`` (4: ``verify`` found signs of tampering).
+``EXIT_USAGE`` (2: bad arguments, as argparse), ``EXIT_UNREACHABLE`` (3: could not connect).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-EXIT_TAMPERED = 4
+EXIT_TAMPERED = 4  # verify found signs of tampering
 
 
 def _add_dsn(parser: argparse.ArgumentParser) -> None:

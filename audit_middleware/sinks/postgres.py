@@ -136,7 +136,8 @@ class PostgresSink:
             return []
         if self._pool is None:
             await self.open()
-        if self._digests is not None and self._max_size >= 2 and len(rows) >= 2 * DIGEST_SPLIT_MIN:
+        pool_size = self._pool.get_max_size() if self._pool is not None else 1
+        if self._digests is not None and pool_size >= 2 and len(rows) >= 2 * DIGEST_SPLIT_MIN:
             # The digest's hashing is database time inside the batch's transaction: two halves on two
             # connections (two transactions, two digests) overlap it. If one half fails after the
             # other committed, the caller's retry (ON CONFLICT, digests only new rows) completes it.
