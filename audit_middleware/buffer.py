@@ -127,6 +127,7 @@ class AuditWriter:
                 max_size=config.pool_max_size,
                 timeout=config.write_timeout,
                 connect_timeout=config.connect_timeout,
+                digest_key=config.digest_key,
             )
         self.config = config
         self.sink = sink

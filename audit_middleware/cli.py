@@ -20,12 +20,13 @@ import asyncpg
 from .config import DEFAULT_SCHEMA, DEFAULT_TABLE, mask_dsn
 from .errors import AuditError
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_TAMPERED", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_TAMPERED = 4  # verify found signs of tampering
 
 
 def _add_dsn(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped with a message if it does not exist)",
     )
     fk.add_argument("--no-users-fk", action="store_true", help="do not add the foreign key")
+    init.add_argument("--digests", action="store_true", help="also create the tamper-evidence digests table")
+    init.add_argument(
+        "--append-only",
+        action="store_true",
+        help="install triggers rejecting UPDATE/DELETE/TRUNCATE (except prune) and print the writer role's GRANTs",
+    )
+    init.add_argument("--writer-role", default="audit_writer", help="role named in the printed GRANTs")
+    verify = commands.add_parser(
+        "verify",
+        help="check the tamper-evidence digest chain",
+        description="Recompute every digest and row hash, check HMACs and links, find rows no digest lists. "
+        f"Exit {EXIT_OK}: clean; {EXIT_TAMPERED}: tampering found; {EXIT_FAILURE}: error; "
+        f"{EXIT_UNREACHABLE}: cannot connect.",
+    )
+    _add_dsn(verify)
+    verify.add_argument("--key-env", default="AUDIT_DIGEST_KEY", help="variable holding the HMAC key (%(default)s)")
+    verify.add_argument("--checkpoint", metavar="FILE", help="compare the chain head with this exported checkpoint")
+    verify.add_argument("--write-checkpoint", metavar="FILE", help="after a clean run, export the chain head here")
     return parser
 
 
@@ -97,6 +116,71 @@ async def _init_db(args: argparse.Namespace, dsn: str) -> int:
     if args.partitioned:
         print(f"partitioned by month; partitions created: {', '.join(report.partitions) or 'none needed'}")
     print(f"foreign key to users: {report.foreign_key}")
+    if args.digests or args.append_only:
+        return await _init_tamper(args, dsn)
+    return EXIT_OK
+
+
+async def _init_tamper(args: argparse.Namespace, dsn: str) -> int:
+    from .schema.tamper import apply_append_only, apply_digests, writer_grants
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if args.digests:
+            print(f"{args.schema}.{await apply_digests(conn, schema=args.schema, table=args.table)}: ready")
+        if args.append_only:
+            protected = await apply_append_only(conn, schema=args.schema, table=args.table)
+            print(f"append-only: {', '.join(protected)}")
+            print(writer_grants(schema=args.schema, table=args.table, role=args.writer_role))
+    finally:
+        await conn.close()
+    return EXIT_OK
+
+
+async def _verify(args: argparse.Namespace, dsn: str) -> int:
+    from .verify import Checkpoint, verify
+
+    key = os.environ.get(args.key_env)
+    if not key:
+        print(f"error: ${args.key_env} is not set (the digest HMAC key)", file=sys.stderr)
+        return EXIT_USAGE
+    point, claimed = Checkpoint.load(args.checkpoint) if args.checkpoint else (None, None)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"error: cannot connect to {mask_dsn(dsn)}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        report = await verify(
+            conn, key=key, schema=args.schema, table=args.table, checkpoint=point, checkpoint_hmac=claimed
+        )
+    except asyncpg.PostgresError as exc:
+        print(f"error: verify failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        await conn.close()
+    chain = f"seq {report.first_seq}..{report.head_seq}" if report.digests else "empty chain"
+    print(
+        f"{args.schema}.{args.table}: {report.digests} digests ({chain}), {report.rows} rows checked, "
+        f"{report.pruned_digests} pruned digests, {report.pruned_missing} pruned rows"
+    )
+    if report.horizon:
+        print(f"prune horizon: rows before {report.horizon} may have been pruned")
+    if report.checkpoint:
+        print(f"checkpoint: {report.checkpoint}")
+    if not report.ok:
+        print(f"TAMPERING FOUND: {', '.join(f'{k} {n}' for k, n in sorted(report.counts.items()))}")
+        for finding in report.findings:
+            print(f"  {finding}")
+        return EXIT_TAMPERED
+    print("OK: chain intact")
+    head = report.head()
+    if args.write_checkpoint:
+        if head is None:
+            print("no digests yet: no checkpoint written")
+        else:
+            head.dump(args.write_checkpoint, key)
+            print(f"checkpoint written: {args.write_checkpoint} (seq {head.seq})")
     return EXIT_OK
 
 
@@ -110,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.run(args, dsn))
         if args.command == "init-db":
             return asyncio.run(_init_db(args, dsn))
+        if args.command == "verify":
+            return asyncio.run(_verify(args, dsn))
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

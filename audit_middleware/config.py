@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_TABLE", "Secret", "WriterConfig", "mask_dsn"]
+__all__ = ["DEFAULT_TABLE", "Secret", "SecretKey", "WriterConfig", "mask_dsn"]
 
 DEFAULT_SCHEMA = "public"
 DEFAULT_TABLE = "user_audit_logs"
@@ -52,10 +52,49 @@ class Secret(str):
         return f"Secret({mask_dsn(str(self))!r})"
 
 
+class SecretKey(str):
+    """A key (e.g. the digest HMAC key) whose ``repr`` and ``str`` in f-strings never show it.
+
+    Use ``key.reveal()`` to get the bytes for the HMAC.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SecretKey('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def reveal(self) -> bytes:
+        """The key as UTF-8 bytes."""
+        return str.__str__(self).encode("utf-8")
+
+
+MIN_DIGEST_KEY_LENGTH = 16
+
+
 def check_identifier(name: str, value: str) -> None:
     """Raise ``ConfigurationError`` unless ``value`` is a plain SQL identifier."""
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise ConfigurationError(f"{name} must be a plain SQL identifier (letters, digits, _), got {value!r}")
+
+
+def check_digest_key(key: object) -> SecretKey:
+    """Return ``key`` as a :class:`SecretKey`, or raise ``ConfigurationError`` (never showing it)."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigurationError("digest_key must be UTF-8 text") from None
+    if not isinstance(key, str):
+        raise ConfigurationError(f"digest_key must be a string, got {type(key).__name__}")
+    if len(key) < MIN_DIGEST_KEY_LENGTH:
+        raise ConfigurationError(f"digest_key must be at least {MIN_DIGEST_KEY_LENGTH} characters")
+    return key if isinstance(key, SecretKey) else SecretKey(key)
 
 
 def _positive(name: str, value: float) -> None:
@@ -89,6 +128,8 @@ class WriterConfig:
         block_timeout: seconds ``overflow="block"`` waits for room.
         dead_letter_path: JSON-lines file of rows the database refused (default ``<spool_dir>/dead-letter.jsonl``).
         connect_timeout: seconds to open a database connection.
+        digest_key: HMAC key (at least 16 characters) that turns on tamper-evident digests
+            (``AUDIT_DIGEST_KEY``; see ``digests.py``). Never logged; masked in ``repr``.
     """
 
     dsn: str | None = None
@@ -111,6 +152,7 @@ class WriterConfig:
     block_timeout: float = 1.0
     dead_letter_path: str | None = None
     connect_timeout: float = 5.0
+    digest_key: SecretKey | None = None
 
     def __post_init__(self) -> None:
         if self.dsn is not None and not isinstance(self.dsn, Secret):
@@ -151,6 +193,8 @@ class WriterConfig:
             _positive(name, getattr(self, name))
         if self.retry_initial > self.retry_max:
             raise ConfigurationError("retry_initial must not exceed retry_max")
+        if self.digest_key is not None:
+            object.__setattr__(self, "digest_key", check_digest_key(self.digest_key))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> WriterConfig:

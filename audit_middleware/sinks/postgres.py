@@ -15,6 +15,9 @@ Connection and server-state errors propagate: the writer retries the whole batch
 command is bounded by ``timeout`` and every connection attempt by ``connect_timeout``; after any
 such error (or a cancellation) the pool is terminated, so a dead or half-open connection is never
 used again: the next attempt opens fresh connections.
+
+With a ``digest_key`` every batch (and every split part) is written together with its
+tamper-evidence digest in one transaction instead (see ``digests.py``).
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from typing import Any
 import asyncpg
 
 from .._types import Row
-from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, Secret, check_identifier, mask_dsn
+from ..config import DEFAULT_SCHEMA, DEFAULT_TABLE, Secret, SecretKey, check_identifier, mask_dsn
+from ..digests import DigestWriter
 from ..records import COLUMNS, with_user_ref
 from ..schema import quote_ident
 
 __all__ = ["PostgresSink", "Rejected"]
 
 logger = logging.getLogger("audit_middleware.sinks.postgres")
+
+DIGEST_SPLIT_MIN = 200  # with digests, a batch of at least twice this many rows is written as two halves
 
 # Errors caused by a row's content: isolating the row lets the others land.
 ROW_ERRORS: tuple[type[Exception], ...] = (
@@ -63,6 +69,7 @@ class PostgresSink:
         timeout: seconds one command (COPY or INSERT) may take.
         connect_timeout: seconds to open a connection.
         pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
+        digest_key: HMAC key that turns on tamper-evident digests (needs ``init-db --digests``).
 
     Example:
         >>> sink = PostgresSink("postgresql://localhost/app")   # doctest: +SKIP
@@ -81,6 +88,7 @@ class PostgresSink:
         timeout: float = 10.0,
         pool: asyncpg.Pool | None = None,
         connect_timeout: float = 5.0,
+        digest_key: SecretKey | str | None = None,
     ) -> None:
         if dsn is None and pool is None:
             raise ValueError("PostgresSink needs a dsn or a pool")
@@ -95,6 +103,8 @@ class PostgresSink:
         self._connect_timeout = connect_timeout
         self._pool = pool
         self._owns_pool = pool is None
+        self._digests = None if digest_key is None else DigestWriter(schema=schema, table=table, key=digest_key)
+        self._digests_checked = False
         target = f"{quote_ident(schema)}.{quote_ident(table)}"
         self._upsert = (
             f"INSERT INTO {target} ({', '.join(COLUMNS)}) "
@@ -104,7 +114,8 @@ class PostgresSink:
 
     def __repr__(self) -> str:
         where = mask_dsn(self._dsn) if self._dsn else "shared pool"
-        return f"PostgresSink({where!r}, schema={self.schema!r}, table={self.table!r})"
+        digests = ", digests=True" if self._digests is not None else ""
+        return f"PostgresSink({where!r}, schema={self.schema!r}, table={self.table!r}{digests})"
 
     async def open(self) -> None:
         """Create the pool (idempotent). Raises if the server cannot be reached; the writer retries."""
@@ -137,6 +148,26 @@ class PostgresSink:
         """Store ``rows``; return those the database refused because of their content."""
         if not rows:
             return []
+        if self._pool is None:
+            await self.open()
+        pool_size = self._pool.get_max_size() if self._pool is not None else 1
+        if self._digests is not None and pool_size >= 2 and len(rows) >= 2 * DIGEST_SPLIT_MIN:
+            # The digest's hashing is database time inside the batch's transaction: two halves on two
+            # connections (two transactions, two digests) overlap it. If one half fails after the
+            # other committed, the caller's retry (ON CONFLICT, digests only new rows) completes it.
+            middle = len(rows) // 2
+            parts = await asyncio.gather(
+                self._write_part(rows[:middle], retry=retry),
+                self._write_part(rows[middle:], retry=retry),
+                return_exceptions=True,
+            )
+            for part in parts:
+                if isinstance(part, BaseException):
+                    raise part
+            return [item for part in parts if not isinstance(part, BaseException) for item in part]
+        return await self._write_part(rows, retry=retry)
+
+    async def _write_part(self, rows: Sequence[Row], *, retry: bool) -> list[Rejected]:
         try:
             if self._pool is None:
                 await self.open()
@@ -163,13 +194,23 @@ class PostgresSink:
         # asyncpg's own timeout covers the command, not the pool's release of a connection whose reply
         # never came (a half-open peer): the outer bound covers both.
         async with asyncio.timeout(self._timeout * 1.5):
-            if retry:
+            if self._digests is not None:
+                await self._send_with_digest(self._digests, rows, retry=retry)
+            elif retry:
                 columns = list(zip(*rows, strict=True))
                 await self._pool.execute(self._upsert, *columns, timeout=self._timeout)
             else:
                 await self._pool.copy_records_to_table(
                     self.table, records=rows, columns=COLUMNS, schema_name=self.schema, timeout=self._timeout
                 )
+
+    async def _send_with_digest(self, digests: DigestWriter, rows: Sequence[Row], *, retry: bool) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            if not self._digests_checked:
+                await digests.check(conn)  # a clear "run init-db --digests" instead of a bare missing table
+                self._digests_checked = True
+            await digests.write(conn, rows, retry=retry, timeout=self._timeout)
 
     async def _isolate(self, rows: Sequence[Row], *, retry: bool, error: Exception) -> list[Rejected]:
         if len(rows) == 1:
