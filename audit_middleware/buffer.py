@@ -164,7 +164,6 @@ class AuditWriter:
         self._inflight: dict[int, list[Row]] = {}  # rows handed to the sink and not yet committed
         self._spilling: asyncio.Future[int] | None = None
         self._waiters: dict[str, asyncio.Future[bool]] = {}
-        self._exit_hook: functools.partial[None] | None = None
         self._gap_writing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -185,9 +184,7 @@ class AuditWriter:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name="audit_middleware.writer")
-        if self._exit_hook is None:
-            self._exit_hook = functools.partial(_spool_at_exit, weakref.ref(self))
-            atexit.register(self._exit_hook)
+        _running.add(self)
 
     async def start(self) -> None:
         """Start the background task. The database need not be up: writes are retried until it is."""
@@ -226,8 +223,7 @@ class AuditWriter:
             if self._spilling is not None:
                 with contextlib.suppress(Exception):
                     await self._spilling  # a spill in its thread finishes: those events are on disk
-        if self._exit_hook is not None:
-            atexit.unregister(self._exit_hook)
+        _running.discard(self)
         await asyncio.to_thread(self._spool_remainder, deadline)
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -604,11 +600,20 @@ def _loop_running_here() -> bool:
     return True
 
 
-def _spool_at_exit(ref: weakref.ref[AuditWriter]) -> None:
+# Writers started and not closed. One hook for all of them, registered when this module is imported:
+# atexit runs hooks last-in first-out, so hooks registered later by code built on the writer
+# (``threaded.close_all``, which flushes with the normal deadline) run before this last resort.
+_running: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
+
+
+def _spool_at_exit() -> None:
     """Interpreter exit without ``aclose()``: spool what is still in memory so the next start writes it."""
-    writer = ref()
-    if writer is None or writer._closed:
-        return
-    writer._closed = True
-    with contextlib.suppress(Exception):
-        writer._spool_remainder(0.0)
+    for writer in list(_running):
+        if writer._closed:
+            continue
+        writer._closed = True
+        with contextlib.suppress(Exception):
+            writer._spool_remainder(0.0)
+
+
+atexit.register(_spool_at_exit)
