@@ -23,7 +23,7 @@ from typing import Any
 from ._types_asgi import ASGIApp, Message, Receive, Scope, Send
 from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
-from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
+from .core import UNAVAILABLE_BODY, UNAVAILABLE_RETRY_AFTER, AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
 from .errors import WriterClosedError
 from .records import AuditEvent
 from .redaction import RedactionConfig
@@ -34,8 +34,7 @@ __all__ = ["AuditMiddleware"]
 logger = logging.getLogger("audit_middleware.middleware")
 
 MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
-_UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"5")]
-_UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
+_UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", UNAVAILABLE_RETRY_AFTER.encode())]
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
 
@@ -287,7 +286,7 @@ class AuditMiddleware:
             return
         # (the writer logs the missed commit, rate-limited: never one line per refused request)
         await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
-        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+        await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
 
     async def _resolve(self, scope: Scope) -> Any:
         result = self.core.resolve_user(scope)

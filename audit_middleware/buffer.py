@@ -349,10 +349,12 @@ class AuditWriter:
     def commit_event_threadsafe(self, event: AuditEvent, timeout: float) -> bool:
         """:meth:`commit_event` for a caller on another thread (WSGI): blocks that thread, never the loop.
 
-        False if the writer is not running on a loop, or the commit did not happen within ``timeout``.
+        False if the commit did not happen within ``timeout``, or the writer is not running on a loop
+        (then the event is only buffered, for when it starts).
         """
         loop = self._loop
         if loop is None or not self.started or loop.is_closed():
+            self.submit(event)
             return False
         if threading.get_ident() == self._thread_id:
             raise RuntimeError("commit_event_threadsafe() would block the writer's own loop; await commit_event()")

@@ -49,6 +49,9 @@ MSG_HOOK_FAILED = "audit %s failed (%s: %s); the request is unaffected (%s failu
 WARN_EVERY = 10.0
 MAX_USER_AGENT = 512
 MAX_PATH = 2048
+# What a strict route answers when its event is not committed in time (both middlewares).
+UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
+UNAVAILABLE_RETRY_AFTER = "5"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 
 

@@ -150,6 +150,23 @@ class BackgroundWriter:
         """Buffer one event and return it (None if the buffer was full). Never waits on the database."""
         return self.writer.record_nowait(action, user_id=user_id, metadata=metadata)
 
+    def commit_event(self, event: AuditEvent, timeout: float) -> bool:
+        """Buffer ``event`` and block this thread until it is committed (see ``AuditWriter.commit_event``).
+
+        Starts the writer thread if needed. False if the commit did not happen within ``timeout``; the
+        event then stays buffered and may land later. For strict routes only: it waits on the database.
+        """
+        writer = self.writer
+        loop = self._loop
+        assert loop is not None  # set by _start, with the writer
+        # FIFO behind the writer's start_soon, which _start queued first on this loop
+        future = asyncio.run_coroutine_threadsafe(writer.commit_event(event, timeout), loop)
+        try:
+            return future.result(timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return False
+
     def stats(self) -> WriterStats | None:
         """This process's writer counters, or None if it has not started here."""
         writer = self._writer

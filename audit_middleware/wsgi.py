@@ -19,7 +19,7 @@ first audited request (after a pre-fork server forked), flushed at exit or on :m
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._types_wsgi import Environ, StartResponse, WSGIApp
@@ -34,8 +34,16 @@ from ._wsgi_io import (
 )
 from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
-from .core import AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
+from .core import (
+    UNAVAILABLE_BODY,
+    UNAVAILABLE_RETRY_AFTER,
+    AuditCore,
+    MiddlewareConfig,
+    RequestInfo,
+    ResponseInfo,
+)
 from .errors import ConfigurationError, WriterClosedError
+from .records import AuditEvent
 from .routing import RouteMatch
 from .threaded import BackgroundWriter
 
@@ -110,6 +118,7 @@ class AuditWSGIMiddleware:
         self._unmapped = config.audit_unmapped
         self._peek = config.max_response_peek
         self._has_resolver = config.user_resolver is not None
+        self._strict_timeout = config.strict_timeout
 
     @property
     def config(self) -> MiddlewareConfig:
@@ -141,7 +150,68 @@ class AuditWSGIMiddleware:
             if CONTEXT_KEY in environ:  # a handler enriched an unmapped request: record it (status unknown)
                 self._record(environ, None, Exchange(0), None, 0.0, None, method, path, root_path)
             return result
+        if match is not None and match.spec is not None and match.spec.strict:
+            return self._strict(environ, start_response, match, method, path, root_path)
         return self._audited(environ, start_response, match, method, path, root_path)
+
+    def _strict(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        match: RouteMatch,
+        method: str,
+        path: str,
+        root_path: str,
+    ) -> Iterable[bytes]:
+        """A strict route: hold the app's response until its event is committed; 503 if not in time.
+
+        The response is buffered (strict routes are small auth responses). On 503 the app's status,
+        headers (any ``Set-Cookie``) and body are discarded; its event stays buffered and lands later.
+        """
+        held: list[Any] = []
+        body: list[bytes] = []
+        events: list[AuditEvent] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            held[:] = [status, headers, exc_info]
+            return body.append  # the legacy write() callable: its bytes come before the iterable's
+
+        try:
+            result = self._audited(environ, hold, match, method, path, root_path, deliver=events.append)
+            try:
+                body.extend(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except BaseException:
+            for event in events:  # the app raised: nothing is sent for it, its event is still recorded
+                self._submit(event)
+            raise
+        committed = True
+        for event in events:
+            try:
+                committed = self.writer.commit_event(event, self._strict_timeout)
+            except Exception as exc:  # a closed writer: fail closed (and say why)
+                self.core.note_error("strict commit", exc)
+                committed = False
+        if not committed:
+            headers = [("Content-Type", "application/json"), ("Retry-After", UNAVAILABLE_RETRY_AFTER)]
+            start_response("503 Service Unavailable", headers)
+            return [UNAVAILABLE_BODY]
+        if held:
+            status, headers, exc_info = held
+            if exc_info is None:
+                start_response(status, headers)
+            else:
+                start_response(status, headers, exc_info)
+        return body
+
+    def _submit(self, event: AuditEvent) -> None:
+        try:
+            self.writer.submit(event)
+        except Exception as exc:
+            self.core.note_error("recording", exc)
 
     # -- one audited request ---------------------------------------------------------------------
 
@@ -153,6 +223,7 @@ class AuditWSGIMiddleware:
         method: str,
         path: str,
         root_path: str,
+        deliver: Callable[[AuditEvent], Any] | None = None,
     ) -> Iterable[bytes]:
         core = self.core
         environ[AUDITED_KEY] = True
@@ -192,16 +263,15 @@ class AuditWSGIMiddleware:
                 user_after = core.resolve_user(environ)
         except BaseException as exc:
             exchange.error = type(exc).__name__
-            self._record(
-                environ, match, exchange, user_before, time.perf_counter() - started, None, method, path, root_path
-            )
+            duration = time.perf_counter() - started
+            self._record(environ, match, exchange, user_before, duration, None, method, path, root_path, deliver)
             raise
         finally:
             current_carrier.reset(token)
 
         def finish() -> None:
             duration = time.perf_counter() - started
-            self._record(environ, match, exchange, user_before, duration, user_after, method, path, root_path)
+            self._record(environ, match, exchange, user_before, duration, user_after, method, path, root_path, deliver)
 
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(result, wrapper) and hasattr(result, "__dict__"):
@@ -219,8 +289,9 @@ class AuditWSGIMiddleware:
         method: str,
         path: str,
         root_path: str,
+        deliver: Callable[[AuditEvent], Any] | None = None,
     ) -> None:
-        """Build and buffer the event. Never raises."""
+        """Build the event and buffer it (or hand it to ``deliver``). Never raises."""
         core = self.core
         try:
             template = environ.get(ROUTE_KEY)
@@ -253,7 +324,7 @@ class AuditWSGIMiddleware:
             context = environ.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)
             if event is not None:
-                self.writer.submit(event)
+                (deliver or self.writer.submit)(event)
         except WriterClosedError as exc:
             core.note_error("recording after the writer closed", exc)
         except Exception as exc:

@@ -166,3 +166,18 @@ def test_writer_takes_options_from_environment(monkeypatch: pytest.MonkeyPatch) 
     assert writer.config.batch_size == 123
     assert writer.config.table == "explicit"
     assert "secret" not in repr(writer.sink)
+
+
+def test_commit_event_threadsafe_on_a_writer_not_started_buffers_the_event() -> None:
+    from audit_middleware.records import AuditEvent
+
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    assert writer.commit_event_threadsafe(AuditEvent("reset"), 0.1) is False  # cannot commit: no loop yet
+
+    async def start_and_close() -> None:
+        await writer.start()
+        await writer.aclose()
+
+    asyncio.run(start_and_close())
+    assert sink.actions() == ["reset"]  # buffered, not lost: written once the writer ran
