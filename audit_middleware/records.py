@@ -22,7 +22,7 @@ Enum                                      its value, converted by these rules
 non-string mapping keys                   ``str(key)``
 other objects                             ``str(obj)``; ``"<unrepresentable T>"`` if that fails
 self-references, or nesting deeper than   the string ``"<max depth>"`` at level 32 (plain
-32 in metadata that needs conversion      JSON nesting ``json`` can encode is kept as is)
+32 in metadata that needs conversion      JSON nesting up to 254 levels is kept as is)
 user_id not a UUID                        user_id NULL, ``metadata.user_ref`` = str(value)
                                           (cleaned, at most 200 characters)
 metadata over ``max_metadata_bytes``      strings over ``max_string_length`` shortened; if
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import uuid_utils
 
 from ._types import JSONValue, Row
@@ -62,9 +63,15 @@ KEPT_WHEN_TRUNCATED = ("ip", "user_agent", "http", "request_id", "user_ref", "_a
 _UTC = dt.UTC
 _UUID_TYPES = (uuid.UUID, uuid_utils.UUID)
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-# ASCII output makes the fast path's checks plain substring searches: a NUL shows as \u0000 and any
-# surrogate as \udXXX (PostgreSQL refuses lone ones; valid pairs take the slow path and survive it).
-_dumps_ascii = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+# The fast path: orjson (about ten times the stdlib's speed). Types it would encode its own way go to
+# ``_refuse`` instead, so every non-native value takes the documented slow path; the output checks
+# catch the rest: NaN and the infinities come out as ``null`` (and take the slow path whenever ``null``
+# appears at all), a NUL as ``\u0000``; lone surrogates make orjson raise.
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def _now() -> dt.datetime:
@@ -190,10 +197,10 @@ def _user(user_id: Any) -> tuple[Any, str | None]:
 def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int) -> str:
     """Serialise ``metadata`` to JSON text that ``jsonb`` accepts and that fits ``max_bytes``."""
     try:  # fast path: already JSON-native, clean and small enough
-        text = _dumps_ascii(metadata)
-        if len(text) <= max_bytes and "\\u0000" not in text and "\\ud" not in text:
-            return text
-    except (TypeError, ValueError, RecursionError):
+        data = orjson.dumps(metadata, default=_refuse, option=_FAST_OPTIONS)
+        if len(data) <= max_bytes and b"null" not in data and b"\\u0000" not in data:
+            return data.decode()
+    except TypeError:  # orjson.JSONEncodeError: unsupported type, lone surrogate, non-str key, too deep
         pass
     cleaned = to_json_value(metadata)
     if not isinstance(cleaned, dict):  # a Mapping always converts to a dict; this keeps mypy honest
@@ -224,13 +231,14 @@ def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string
         if created.tzinfo is not _UTC:
             created = created.astimezone(_UTC)
         created = created.replace(tzinfo=None)
-    # Fast path (the common case on the writer task): clean ASCII action, UUID or no user, dict metadata.
+    user_id, user_ref = _user(user_id)
+    # Fast path (the common case on the writer task): clean ASCII action, a UUID or no user, dict metadata.
     if (
         type(action) is str
         and len(action) <= MAX_ACTION_LENGTH
         and action.isascii()
         and "\x00" not in action
-        and (user_id is None or type(user_id) in _UUID_TYPES)
+        and user_ref is None
         and type(metadata) is dict
     ):
         return (event.id, user_id, action, encode_metadata(metadata, max_metadata_bytes, max_string_length), created)
@@ -239,7 +247,6 @@ def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string
     if len(action) > MAX_ACTION_LENGTH:
         notes["action_full"] = action[:MAX_ACTION_FULL]
         action = action[:MAX_ACTION_LENGTH]
-    user_id, user_ref = _user(user_id)
     if metadata is None:
         metadata = {}
     elif not isinstance(metadata, Mapping):

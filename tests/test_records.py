@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import dataclasses
 import enum
 import json
 import uuid
@@ -22,6 +23,16 @@ def metadata_of(event: AuditEvent, **limits: int) -> dict[str, Any]:
 
 class Color(enum.Enum):
     RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
 
 
 class Opaque:
@@ -130,7 +141,11 @@ def test_uuid_utils_user_id_is_accepted() -> None:
         (float("nan"), "NaN"),
         (float("inf"), "Infinity"),
         (float("-inf"), "-Infinity"),
+        ([None, 1.0, float("nan")], [None, 1.0, "NaN"]),  # beside a null, deep in a list
         # not JSON-native
+        (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "2026-01-02T03:04:05+00:00"),
+        (Point(1, 2), "Point(x=1, y=2)"),
+        (Level.HIGH, 2),
         (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05"),
         (dt.date(2026, 1, 2), "2026-01-02"),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
