@@ -1,7 +1,7 @@
 """What the WSGI middleware wraps: the request body tee, the response iterable, the file wrapper hook.
 
 Each observes and never alters: the bytes, chunks and calls pass through as they are; only a
-per-request :class:`Exchange` records what was seen.
+per-request :class:`~audit_middleware.options.Exchange` records what was seen.
 """
 
 from __future__ import annotations
@@ -10,58 +10,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._types_wsgi import Environ
+from .options import Exchange
 
 __all__ = [
     "AuditedResponse",
-    "Exchange",
     "TeeInput",
     "content_length",
     "hook_file_wrapper",
     "request_headers",
     "wsgi_path",
 ]
-
-
-class Exchange:
-    """What one request's wrappers saw (per request: never state on the middleware)."""
-
-    __slots__ = (
-        "body",
-        "body_complete",
-        "body_size",
-        "bytes_sent",
-        "completed",
-        "disconnected",
-        "error",
-        "kept",
-        "peek",
-        "peeked",
-        "response_body",
-        "response_headers",
-        "status",
-    )
-
-    def __init__(self, peek: int) -> None:
-        self.body: list[bytes] = []
-        self.kept = 0
-        self.body_size = 0
-        self.body_complete = False
-        self.status: int | None = None
-        self.response_headers: list[tuple[str, str]] = []
-        self.response_body: list[bytes] = []
-        self.peek = peek
-        self.peeked = 0
-        self.bytes_sent = 0
-        self.completed = False
-        self.disconnected = False
-        self.error: str | None = None
-
-    def sent(self, chunk: bytes) -> None:
-        self.bytes_sent += len(chunk)
-        if self.peek and self.peeked < self.peek:
-            piece = chunk[: self.peek - self.peeked]
-            self.response_body.append(bytes(piece))
-            self.peeked += len(piece)
 
 
 class TeeInput:

@@ -25,6 +25,7 @@ from .buffer import AuditWriter
 from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
 from .core import UNAVAILABLE_BODY, UNAVAILABLE_RETRY_AFTER, AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
 from .errors import WriterClosedError
+from .options import Exchange
 from .records import AuditEvent
 from .redaction import RedactionConfig
 from .routing import RouteMatch
@@ -37,39 +38,6 @@ MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
 _UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", UNAVAILABLE_RETRY_AFTER.encode())]
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
-
-
-class _Exchange:
-    """What one request's wrappers saw (a per-request object: never state on the middleware)."""
-
-    __slots__ = (
-        "body",
-        "body_complete",
-        "body_size",
-        "bytes_sent",
-        "completed",
-        "disconnected",
-        "kept",
-        "peek",
-        "peeked",
-        "response_body",
-        "response_headers",
-        "status",
-    )
-
-    def __init__(self, peek: int) -> None:
-        self.body: list[bytes] = []
-        self.kept = 0
-        self.body_size = 0
-        self.body_complete = False
-        self.status: int | None = None
-        self.response_headers: Any = ()
-        self.response_body: list[bytes] = []
-        self.peek = peek
-        self.peeked = 0
-        self.bytes_sent = 0
-        self.completed = False
-        self.disconnected = False
 
 
 class AuditMiddleware:
@@ -173,7 +141,7 @@ class AuditMiddleware:
             finally:
                 current_carrier.reset(token)
             if CONTEXT_KEY in scope:  # a handler enriched an unmapped request: record it (status unknown)
-                self._record(scope, None, _Exchange(0), None, None, 0.0, None, None)
+                self._record(scope, None, Exchange(0), None, None, 0.0, None, None)
             return
         await self._audited(scope, receive, send, match)
 
@@ -189,7 +157,7 @@ class AuditMiddleware:
             user_before = await self._resolve(scope) or user_before
         root_path = scope.get("root_path", "")
         cap = core.body_cap if core.wants_body(match) else 0
-        exchange = _Exchange(self._peek if core.wants_response_body(match) else 0)
+        exchange = Exchange(self._peek if core.wants_response_body(match) else 0)
         held: list[Message] | None = [] if spec is not None and spec.strict else None  # strict: sent after commit
 
         async def receive_with_audit() -> Message:
@@ -222,12 +190,7 @@ class AuditMiddleware:
                     else:
                         exchange.peek = 0
             elif kind == "http.response.body":
-                body = message.get("body", b"")
-                exchange.bytes_sent += len(body)
-                if exchange.peek and exchange.peeked < exchange.peek:
-                    piece = body[: exchange.peek - exchange.peeked]
-                    exchange.response_body.append(piece)
-                    exchange.peeked += len(piece)
+                exchange.sent(message.get("body", b""))
                 if not message.get("more_body", False):
                     exchange.completed = True
             elif kind == "http.response.pathsend":  # the server sends a file: that completes the response
@@ -302,7 +265,7 @@ class AuditMiddleware:
         self,
         scope: Scope,
         match: RouteMatch | None,
-        exchange: _Exchange,
+        exchange: Exchange,
         error: str | None,
         user_before: Any,
         duration: float,

@@ -2,7 +2,8 @@
 
 ``MiddlewareConfig`` holds every option of ``AuditMiddleware`` and ``AuditWSGIMiddleware``;
 ``RequestInfo`` and ``ResponseInfo`` are what a middleware saw of one request, with no framework
-objects in them. All are re-exported by ``core.py``.
+objects in them (re-exported by ``core.py``); ``Exchange`` is what both middlewares' wrappers
+collect while the request runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .identity import TrustedProxies
 from .records import MAX_ACTION_LENGTH
 from .redaction import RedactionConfig
 
-__all__ = ["HeaderPairs", "MiddlewareConfig", "RequestInfo", "ResponseInfo", "route_path"]
+__all__ = ["Exchange", "HeaderPairs", "MiddlewareConfig", "RequestInfo", "ResponseInfo", "route_path"]
 
 HeaderPairs = Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]]
 
@@ -165,3 +166,46 @@ def route_path(path: str, root_path: str) -> str:
     if root_path and path.startswith(root_path) and (len(path) == len(root_path) or path[len(root_path)] == "/"):
         return path[len(root_path) :] or "/"
     return path
+
+
+class Exchange:
+    """What one request's wrappers saw, in either middleware (per request: never state on the middleware)."""
+
+    __slots__ = (
+        "body",
+        "body_complete",
+        "body_size",
+        "bytes_sent",
+        "completed",
+        "disconnected",
+        "error",
+        "kept",
+        "peek",
+        "peeked",
+        "response_body",
+        "response_headers",
+        "status",
+    )
+
+    def __init__(self, peek: int) -> None:
+        self.body: list[bytes] = []
+        self.kept = 0
+        self.body_size = 0
+        self.body_complete = False
+        self.status: int | None = None
+        self.response_headers: Any = ()  # as the server gave them: ASGI bytes pairs, WSGI str pairs
+        self.response_body: list[bytes] = []
+        self.peek = peek
+        self.peeked = 0
+        self.bytes_sent = 0
+        self.completed = False
+        self.disconnected = False
+        self.error: str | None = None
+
+    def sent(self, chunk: bytes) -> None:
+        """Count a chunk of response body and keep it while the peek (login responses) wants more."""
+        self.bytes_sent += len(chunk)
+        if self.peek and self.peeked < self.peek:
+            piece = chunk[: self.peek - self.peeked]
+            self.response_body.append(bytes(piece))
+            self.peeked += len(piece)

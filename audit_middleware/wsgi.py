@@ -25,7 +25,6 @@ from typing import Any
 from ._types_wsgi import Environ, StartResponse, WSGIApp
 from ._wsgi_io import (
     AuditedResponse,
-    Exchange,
     TeeInput,
     content_length,
     hook_file_wrapper,
@@ -43,6 +42,7 @@ from .core import (
     ResponseInfo,
 )
 from .errors import ConfigurationError, WriterClosedError
+from .options import Exchange
 from .records import AuditEvent
 from .routing import RouteMatch
 from .threaded import BackgroundWriter
