@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
 from .errors import ConfigurationError
 
 __all__ = [
@@ -198,6 +200,14 @@ def _from_json(data: Any) -> Any:
     return None
 
 
+def _loads(body: bytes) -> Any:
+    """orjson (a sixth of the stdlib's time); what it refuses (NaN, lone surrogate escapes) the stdlib parses."""
+    try:
+        return orjson.loads(body)
+    except ValueError:
+        return json.loads(body)
+
+
 def user_from_response(headers: Sequence[tuple[str, str]], body: bytes | None) -> Any:
     """The user a successful login response names: JSON id/sub, a JWT it issues, or a JWT cookie it sets.
 
@@ -207,7 +217,7 @@ def user_from_response(headers: Sequence[tuple[str, str]], body: bytes | None) -
     try:
         content_type = next((v for k, v in headers if k == "content-type"), "")
         if body and "json" in content_type:
-            found = _from_json(json.loads(body))
+            found = _from_json(_loads(body))
             if found is not None:
                 return found
         for name, value in headers:

@@ -169,6 +169,7 @@ class Redactor:
         "_max_depth",
         "_max_items",
         "_max_string",
+        "_media",
         "_window",
     )
 
@@ -189,6 +190,7 @@ class Redactor:
         self._cache: dict[str, bool] = {}
         self._keys: dict[str, tuple[str, int]] = {}
         self._header_cache: dict[_HeaderKind, dict[bytes, str]] = {kind: {} for kind in _HeaderKind}
+        self._media: dict[str, str] = {}  # media types repeat (and are at most MAX_MEDIA_TYPE characters)
         self._detect = config.detect_values
         self._max_depth = config.max_depth
         self._max_items = config.max_items
@@ -432,11 +434,20 @@ class Redactor:
             max_items=self._max_items,
             max_value=self._window * 4,
         )
-        media = None if parsed.media_type is None else self.text(parsed.media_type)
+        media = None if parsed.media_type is None else self._media_text(parsed.media_type)
         if parsed.omitted is not None:
             return {"content_type": media, "size": size, "omitted": parsed.omitted}
         fields = self.mapping(parsed.fields, allow_fields)
         return {"content_type": media, "size": size, "truncated": parsed.truncated, "fields": fields}
+
+    def _media_text(self, media: str) -> str:
+        result = self._media.get(media)
+        if result is None:
+            result = self.text(media)
+            if len(self._media) >= _HEADER_CACHE_SIZE:
+                self._media.clear()  # bounded: clients choose their content types
+            self._media[media] = result
+        return result
 
     def url(self, url: str) -> str:
         """Drop userinfo and redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
