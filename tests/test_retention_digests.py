@@ -70,7 +70,10 @@ async def test_prune_keeps_the_chain_verifiable(target: Target) -> None:
     # 5 batches of 4 rows, 1 s apart; the cutoff takes batches 1-2 whole and half of batch 3.
     await write_with_digests(target, [make_rows(4, start=i * 4) for i in range(5)])
     await append_only(target)  # prune must take the sanctioned path on both tables
-    assert await run_prune(target, BASE + dt.timedelta(seconds=10), batch_size=3) == (10, 3, ())
+    progress: list[tuple[int, int]] = []
+    cutoff = BASE + dt.timedelta(seconds=10)
+    assert await run_prune(target, cutoff, batch_size=3, progress=lambda *p: progress.append(p)) == (10, 3, ())
+    assert progress == [(4, 10), (8, 10), (10, 10)]  # two whole digested batches, then the rest by created_at
     assert len(await target.sql("SELECT 1 FROM {t}")) == 10
     report = await target.verify()
     assert report.ok, report.findings
