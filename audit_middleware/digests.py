@@ -235,7 +235,14 @@ FROM (
 
 
 async def prune_batch(
-    conn: asyncpg.Connection, *, schema: str, table: str, before: dt.datetime, limit: int = 100
+    conn: asyncpg.Connection,
+    *,
+    schema: str,
+    table: str,
+    before: dt.datetime,
+    limit: int = 100,
+    max_rows: int | None = None,
+    delete_rows: bool = True,
 ) -> tuple[int, int]:
     """Prune up to ``limit`` digests whose rows are all older than ``before``; return (digests, rows).
 
@@ -245,6 +252,10 @@ async def prune_batch(
     Call it inside a transaction that ran ``SET LOCAL audit_middleware.prune = 'on'``, repeatedly
     until it returns 0 digests; then delete undigested older rows (or drop old partitions).
     ``before`` is a naive UTC timestamp, like ``created_at``.
+
+    ``max_rows`` stops adding digests once their rows reach it (at least one digest is taken), to
+    keep a transaction short. ``delete_rows=False`` only stubs the digests (rows deleted: 0): for a
+    caller that drops the partitions holding those rows in the same transaction.
     """
     check_identifier("schema", schema)
     digests = f"{_quote(schema)}.{_quote(digests_table(table))}"
@@ -252,18 +263,27 @@ async def prune_batch(
         return 0, 0
     target = f"{_quote(schema)}.{_quote(table)}"
     picked = await conn.fetch(
-        f"SELECT seq FROM {digests} WHERE pruned_before IS NULL AND max_created_at < $1 ORDER BY seq LIMIT $2",
+        f"SELECT seq, cardinality(ids) AS n FROM {digests} "
+        "WHERE pruned_before IS NULL AND max_created_at < $1 ORDER BY seq LIMIT $2",
         before,
         limit,
     )
-    seqs = [r["seq"] for r in picked]
+    seqs: list[int] = []
+    rows = 0
+    for record in picked:
+        if seqs and max_rows is not None and rows + record["n"] > max_rows:
+            break
+        seqs.append(record["seq"])
+        rows += record["n"]
     if not seqs:
         return 0, 0
-    deleted = await conn.fetchval(
-        f"WITH gone AS (DELETE FROM {target} WHERE id IN "
-        f"(SELECT unnest(ids) FROM {digests} WHERE seq = ANY($1::bigint[])) RETURNING 1) SELECT count(*) FROM gone",
-        seqs,
-    )
+    deleted = 0
+    if delete_rows:
+        deleted = await conn.fetchval(
+            f"WITH gone AS (DELETE FROM {target} WHERE id IN (SELECT unnest(ids) FROM {digests} "
+            "WHERE seq = ANY($1::bigint[])) RETURNING 1) SELECT count(*) FROM gone",
+            seqs,
+        )
     await conn.execute(
         f"UPDATE {digests} SET ids = '{{}}', row_hashes = '', pruned_before = $2 WHERE seq = ANY($1::bigint[])",
         seqs,

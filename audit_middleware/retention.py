@@ -9,6 +9,16 @@ deleted in batches as above.
 
 Each delete runs with ``SET LOCAL audit_middleware.prune = 'on'``: the append-only triggers that
 ``init-db --append-only`` installs let exactly that path delete.
+
+With a digests table (tamper evidence, see ``digests.py``) the chain stays verifiable: each
+partition drop first turns the digests of the rows it removes into stubs
+(:func:`~audit_middleware.digests.prune_batch`) in its own transaction, and the batch path first
+deletes whole digested batches entirely older than the cutoff with ``prune_batch`` (one
+transaction of about ``batch_size`` rows each), then the remaining older rows by ``created_at``.
+``verify`` accepts a row missing from a batch only when the batch began before the prune horizon
+(the latest stub's cutoff), so rows that would look deleted are kept: the cutoff is moved back to
+the start of the oldest such batch, and a partition holding some is not dropped. That only happens
+when no digested batch is entirely older than the cutoff; the next prune takes those rows.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from .config import DEFAULT_SCHEMA, DEFAULT_TABLE
+from .digests import digests_table, prune_batch
 from .errors import ConfigurationError
-from .partitions import PRUNE_SETTING, is_partitioned, list_partitions
+from .partitions import PRUNE_SETTING, Partition, is_partitioned, list_partitions
 from .query import _target, to_utc_naive
 
 __all__ = ["PruneReport", "prune"]
@@ -70,22 +81,49 @@ async def prune(
         raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
     cutoff = to_utc_naive(cutoff)
     target = _target(schema, table)
+    digests = _target(schema, digests_table(table))
+    if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
+        digests = ""
     doomed = []
     if await is_partitioned(conn, schema, table):
         doomed = [p for p in await list_partitions(conn, schema, table) if p.end is not None and p.end <= cutoff]
+        if digests:  # oldest first, stopping at one that would leave rows looking deleted
+            doomed = await _verifiable_partitions(conn, digests, doomed)
     dropped = tuple(p.name for p in doomed)
+    before = await _verifiable_before(conn, digests, cutoff) if digests else cutoff
     if dry_run:
-        total = await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", cutoff)
+        total = await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before)
         return PruneReport(cutoff, int(total), 0, dropped, dry_run=True)
     for partition in doomed:
         # DROP of a partition briefly takes an exclusive lock on the parent: do not queue behind long queries.
         async with conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '10s'")
+            if digests and partition.end is not None:
+                await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
+                # Stub the digests of the rows the drop removes, atomically with it; no row-by-row delete.
+                stubbed = 1
+                while stubbed:
+                    stubbed, _ = await prune_batch(
+                        conn, schema=schema, table=table, before=partition.end, limit=1000, delete_rows=False
+                    )
             await conn.execute(f"DROP TABLE {_target(schema, partition.name)}")
     total = 0
     if progress is not None:  # counting a huge backlog takes a while: only for a progress display
-        total = int(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", cutoff))
+        total = int(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before))
     deleted = batches = 0
+    while digests:  # whole digested batches first: their digests become stubs, their rows go
+        async with conn.transaction():
+            await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
+            stubbed, rows = await prune_batch(
+                conn, schema=schema, table=table, before=cutoff, limit=1000, max_rows=batch_size
+            )
+        if not stubbed:
+            before = await _verifiable_before(conn, digests, cutoff)  # again: batches may have come meanwhile
+            break
+        deleted += rows
+        batches += 1
+        if progress is not None:
+            progress(deleted, max(total, deleted))
     after: tuple[dt.datetime, uuid.UUID] = (dt.datetime.min, uuid.UUID(int=0))
     sql = (
         f"WITH gone AS (DELETE FROM {target} WHERE created_at < $1 AND (created_at, id) IN ("
@@ -96,7 +134,7 @@ async def prune(
     while True:
         async with conn.transaction():
             await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
-            last = await conn.fetchrow(sql, cutoff, after[0], after[1], batch_size)
+            last = await conn.fetchrow(sql, before, after[0], after[1], batch_size)
         if last is None:
             break
         after = (last[0], last[1])
@@ -107,3 +145,36 @@ async def prune(
         if last[2] < batch_size:
             break
     return PruneReport(cutoff, deleted, batches, dropped, dry_run=False)
+
+
+async def _verifiable_partitions(
+    conn: asyncpg.Connection, digests: str, partitions: list[Partition]
+) -> list[Partition]:
+    """The oldest of ``partitions`` that can be dropped without ``verify`` reporting rows deleted.
+
+    A prefix: each drop stubs the digests of every batch older than its partition's end, whose rows
+    are then all in that partition or older ones (or the default partition, pruned afterwards).
+    """
+    safe = []
+    for partition in partitions:
+        if partition.end is None or await _verifiable_before(conn, digests, partition.end) < partition.end:
+            break
+        safe.append(partition)
+    return safe
+
+
+async def _verifiable_before(conn: asyncpg.Connection, digests: str, cutoff: dt.datetime) -> dt.datetime:
+    """The latest time before which every row may go without ``verify`` reporting it deleted.
+
+    ``cutoff`` itself, unless a digested batch with rows older than it is not entirely older (so it
+    stays, not a stub) and began at or after the prune horizon as it will be once every batch
+    entirely older than ``cutoff`` is a stub: then the start of the oldest such batch.
+    """
+    found = await conn.fetchval(
+        f"WITH h AS (SELECT greatest(max(pruned_before), "
+        f"CASE WHEN bool_or(pruned_before IS NULL AND max_created_at < $1) THEN $1 END) AS horizon FROM {digests}) "
+        f"SELECT min(d.min_created_at) FROM {digests} d, h WHERE d.pruned_before IS NULL "
+        "AND d.min_created_at < $1 AND (h.horizon IS NULL OR d.min_created_at >= h.horizon)",
+        cutoff,
+    )
+    return cutoff if found is None else min(cutoff, found)
