@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import uuid
 
+import asyncpg
 import pytest
 
 from audit_middleware import AuditWriter, PostgresSink
@@ -105,3 +106,19 @@ async def test_large_batch_written_as_two_digested_halves(target: Target) -> Non
     report = await target.verify()
     assert report.ok, report.findings
     assert report.rows == 500 and report.digests >= 2
+
+
+async def test_digest_arrays_are_stored_uncompressed_and_init_is_repeatable(target: Target) -> None:
+    from audit_middleware.schema.tamper import apply_digests
+
+    conn = await asyncpg.connect(target.dsn)
+    try:
+        await apply_digests(conn, schema=target.schema)  # the second time: a no-op, no error
+        storage = await conn.fetch(
+            "SELECT attname, attstorage::text AS attstorage FROM pg_attribute WHERE attrelid = $1::regclass "
+            "AND attname IN ('ids', 'row_hashes') ORDER BY attname",
+            target.digests,
+        )
+    finally:
+        await conn.close()
+    assert [(r["attname"], r["attstorage"]) for r in storage] == [("ids", "e"), ("row_hashes", "e")]
