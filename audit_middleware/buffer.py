@@ -458,7 +458,7 @@ class AuditWriter:
                 while queue and self._failing_since is None:
                     take = min(len(queue), self._batch_size)
                     self._converting = [queue.popleft() for _ in range(take)]
-                    rows = await self._rows(self._converting, yielding=in_flight is not None)
+                    rows = await self._rows(self._converting)
                     self._inflight[id(rows)] = rows
                     self._converting = None
                     self._taken += take
@@ -475,8 +475,12 @@ class AuditWriter:
                 raise
             await self._write_gap()
 
-    async def _rows(self, batch: list[AuditEvent], *, yielding: bool) -> list[Row]:
-        """Convert events to rows; while a write is in flight, yield every few rows so it progresses."""
+    async def _rows(self, batch: list[AuditEvent]) -> list[Row]:
+        """Convert events to rows, yielding to the loop every ``CONVERT_CHUNK`` rows.
+
+        The app's requests (and an in-flight write) share this loop: a whole batch at once held them
+        for milliseconds (raw ASGI app under uvicorn at 5,000 requests/s: p99 36 ms, 14 ms yielding).
+        """
         max_bytes, max_string = self.config.max_metadata_bytes, self.config.max_string_length
         rows: list[Row] = []
         for start in range(0, len(batch), CONVERT_CHUNK):
@@ -484,8 +488,7 @@ class AuditWriter:
                 to_row(e, max_metadata_bytes=max_bytes, max_string_length=max_string)
                 for e in batch[start : start + CONVERT_CHUNK]
             )
-            if yielding:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)
         return rows
 
     async def _replay_segment(self) -> None:
@@ -521,7 +524,7 @@ class AuditWriter:
             return
         events = [self._queue.popleft() for _ in range(len(self._queue))]
         self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
-        rows = await self._rows(events, yielding=True)
+        rows = await self._rows(events)
         lines = await encode_rows(rows)
         spilling = asyncio.ensure_future(asyncio.to_thread(self._delivery.spool_rows, rows, sync=True, lines=lines))
         self._spill_events = None
