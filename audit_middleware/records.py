@@ -65,8 +65,8 @@ _UUID_TYPES = (uuid.UUID, uuid_utils.UUID)
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 # The fast path: orjson (about ten times the stdlib's speed). Types it would encode its own way go to
 # ``_refuse`` instead, so every non-native value takes the documented slow path; the output checks
-# catch the rest: NaN and the infinities come out as ``null`` (and take the slow path whenever ``null``
-# appears at all), a NUL as ``\u0000``; lone surrogates make orjson raise.
+# catch the rest: NaN and the infinities come out as ``null`` (when ``null`` appears, the text is read
+# back and compared: only a real None equals it), a NUL as ``\u0000``; lone surrogates make orjson raise.
 _FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
@@ -198,7 +198,12 @@ def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int
     """Serialise ``metadata`` to JSON text that ``jsonb`` accepts and that fits ``max_bytes``."""
     try:  # fast path: already JSON-native, clean and small enough
         data = orjson.dumps(metadata, default=_refuse, option=_FAST_OPTIONS)
-        if len(data) <= max_bytes and b"null" not in data and b"\\u0000" not in data:
+        if (
+            len(data) <= max_bytes
+            and b"\\u0000" not in data
+            # a null is None, or a NaN/Infinity orjson wrote as null: reading it back tells (None != nan)
+            and (b"null" not in data or orjson.loads(data) == metadata)
+        ):
             return data.decode()
     except TypeError:  # orjson.JSONEncodeError: unsupported type, lone surrogate, non-str key, too deep
         pass
