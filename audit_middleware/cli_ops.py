@@ -217,6 +217,11 @@ async def _prune(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     verb = "would drop" if report.dry_run else "dropped"
     for name in report.dropped_partitions:
         print(f"{verb} partition {name}")
+    if report.kept_from is not None:
+        print(
+            f"kept rows from {report.kept_from} (UTC) on: a digested batch straddles the cutoff and none is "
+            "entirely older, so deleting them would look like tampering; a later prune removes them"
+        )
     if report.dry_run:
         print(f"dry run: {report.deleted:,} rows older than {report.cutoff} (UTC) would be removed")
         return EXIT_OK

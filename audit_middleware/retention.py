@@ -51,6 +51,10 @@ class PruneReport:
     batches: int
     dropped_partitions: tuple[str, ...]
     dry_run: bool
+    kept_from: dt.datetime | None = None
+    """Set when rows from this time up to ``cutoff`` were kept: a digested batch straddles the cutoff
+    and no batch is entirely older, so deleting them would look like tampering to ``verify``. A later
+    prune removes them once a whole batch is older than its cutoff."""
 
 
 async def prune(
@@ -93,7 +97,7 @@ async def prune(
     before = await _verifiable_before(conn, digests, cutoff) if digests else cutoff
     if dry_run:
         total = await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before)
-        return PruneReport(cutoff, int(total), 0, dropped, dry_run=True)
+        return PruneReport(cutoff, int(total), 0, dropped, dry_run=True, kept_from=_kept(before, cutoff))
     for partition in doomed:
         # DROP of a partition briefly takes an exclusive lock on the parent: do not queue behind long queries.
         async with conn.transaction():
@@ -144,7 +148,11 @@ async def prune(
             progress(deleted, max(total, deleted))
         if last[2] < batch_size:
             break
-    return PruneReport(cutoff, deleted, batches, dropped, dry_run=False)
+    return PruneReport(cutoff, deleted, batches, dropped, dry_run=False, kept_from=_kept(before, cutoff))
+
+
+def _kept(before: dt.datetime, cutoff: dt.datetime) -> dt.datetime | None:
+    return before if before < cutoff else None
 
 
 async def _verifiable_partitions(

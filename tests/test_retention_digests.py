@@ -99,6 +99,12 @@ async def test_prune_keeps_rows_that_would_look_deleted(target: Target) -> None:
     # No batch is entirely older than the cutoff, so no stub sets a prune horizon: deleting the older
     # half of the first batch would be indistinguishable from tampering. Those rows stay for now.
     await write_with_digests(target, [make_rows(4), make_rows(4, start=4)])
+    conn = await asyncpg.connect(target.dsn)
+    try:
+        planned = await prune(conn, cutoff=BASE + dt.timedelta(seconds=2), schema=target.schema, dry_run=True)
+    finally:
+        await conn.close()
+    assert (planned.deleted, planned.kept_from) == (0, BASE)  # says what it keeps, and from when
     assert await run_prune(target, BASE + dt.timedelta(seconds=2)) == (0, 0, ())
     assert (await target.verify()).ok
     # Once a batch is entirely older, its stub moves the horizon and the straddling rows may go.
