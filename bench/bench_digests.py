@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +29,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_middleware import AuditWriter, init_db
+from _common import database, metadata, timed_writer
+
+from audit_middleware import init_db
 from audit_middleware.digests import DigestWriter
 from audit_middleware.records import COLUMNS, AuditEvent, to_row
 from audit_middleware.schema.tamper import apply_digests
@@ -38,15 +39,6 @@ from audit_middleware.verify import verify
 
 SCHEMA = "bench_digests"
 KEY = "bench-digest-key-0123456789abcdef"
-
-
-def metadata(i: int) -> dict[str, object]:
-    return {
-        "ip": f"10.0.{i % 256}.{i % 200}",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench",
-        "request_id": f"req-{i}",
-        "http": {"method": "POST", "path": "/auth/login", "route": "/auth/login", "status": 200, "duration_ms": 3.2},
-    }
 
 
 async def reset(dsn: str) -> None:
@@ -61,21 +53,8 @@ async def reset(dsn: str) -> None:
 
 async def bench_writer(dsn: str, n: int, batch_size: int, *, digests: bool) -> float:
     await reset(dsn)
-    users = [uuid.uuid4() for _ in range(1000)]
-    payloads = [metadata(i) for i in range(n)]
-    key = KEY if digests else None
-    writer = AuditWriter(dsn, schema=SCHEMA, max_buffer=n + 1, batch_size=batch_size, digest_key=key)
-    await writer.start()
-    await writer.flush()  # pool open before timing, as in a running app
-    record = writer.record_nowait
-    start = time.perf_counter()
-    for i in range(n):
-        record("login", user_id=users[i % 1000], metadata=payloads[i])
-    await writer.aclose(timeout=600)
-    elapsed = time.perf_counter() - start
-    stats = writer.stats()
-    assert stats.written == n, stats
-    return n / elapsed
+    _, persisted = await timed_writer(dsn, n, batch_size, schema=SCHEMA, digest_key=KEY if digests else None)
+    return persisted
 
 
 async def bench_verify(dsn: str) -> tuple[float, int]:
@@ -126,13 +105,7 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    dsn = args.dsn
-    if not dsn:
-        from audit_middleware._embedded import start_embedded
-
-        base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        base.chmod(0o755)
-        dsn, _server = start_embedded(base / "data", delete_on_exit=True)
+    dsn = database(args.dsn)
     n = args.events
     off: list[float] = []
     on: list[float] = []
@@ -140,7 +113,7 @@ async def main() -> None:
         off.append(await bench_writer(dsn, n, args.batch_size, digests=False))
         on.append(await bench_writer(dsn, n, args.batch_size, digests=True))
     verify_rate, rows = await bench_verify(dsn)  # over the table the last digest run wrote
-    database = await bench_database(dsn, n, args.batch_size)
+    alone = await bench_database(dsn, n, args.batch_size)
     conn = await asyncpg.connect(dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
@@ -153,8 +126,8 @@ async def main() -> None:
     print(f"  on / off:             {max(on) / max(off):10.2f}            (target >= 0.80)")
     print(f"  verify:               {verify_rate:10,.0f} rows/s     ({rows:,} rows)")
     print("  database alone (pre-built rows, no writer):")
-    for label, rate in database.items():
-        print(f"    {label + ':':22}{rate:10,.0f} rows/s   ({rate / database['raw COPY']:.2f} of raw COPY)")
+    for label, rate in alone.items():
+        print(f"    {label + ':':22}{rate:10,.0f} rows/s   ({rate / alone['raw COPY']:.2f} of raw COPY)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import database
 
 from audit_middleware import init_db
 from audit_middleware.query import EventFilter, iter_events
@@ -197,13 +198,7 @@ async def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench_ops schema afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse bench_ops if already loaded")
     args = parser.parse_args()
-    dsn = args.dsn
-    if not dsn:
-        from audit_middleware._embedded import start_embedded
-
-        base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        base.chmod(0o755)
-        dsn, _server = start_embedded(base / "data", delete_on_exit=True)
+    dsn = database(args.dsn)
     conn = await asyncpg.connect(dsn)
     try:
         version = await conn.fetchval("SHOW server_version")

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,42 +27,17 @@ import uuid_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_middleware import AuditWriter, init_db
+from _common import database, metadata, timed_writer
+
+from audit_middleware import init_db
 from audit_middleware.records import COLUMNS, AuditEvent, to_row
 
 SCHEMA = "bench_writer"
 
 
-def metadata(i: int) -> dict[str, object]:
-    return {
-        "ip": f"10.0.{i % 256}.{i % 200}",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench",
-        "request_id": f"req-{i}",
-        "http": {"method": "POST", "path": "/auth/login", "route": "/auth/login", "status": 200, "duration_ms": 3.2},
-    }
-
-
 async def reset(conn: asyncpg.Connection) -> None:
     await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     await init_db(conn, schema=SCHEMA, users_table=None)
-
-
-async def bench_writer(dsn: str, n: int, batch_size: int) -> tuple[float, float]:
-    users = [uuid.uuid4() for _ in range(1000)]
-    payloads = [metadata(i) for i in range(n)]
-    writer = AuditWriter(dsn, schema=SCHEMA, max_buffer=n + 1, batch_size=batch_size)
-    await writer.start()
-    await writer.flush()  # pool open before timing, as in a running app
-    record = writer.record_nowait
-    start = time.perf_counter()
-    for i in range(n):
-        record("login", user_id=users[i % 1000], metadata=payloads[i])
-    enqueued = time.perf_counter()
-    await writer.aclose(timeout=600)
-    done = time.perf_counter()
-    stats = writer.stats()
-    assert stats.written == n, stats
-    return (enqueued - start) / n * 1e6, n / (done - start)
 
 
 async def bench_raw_copy(dsn: str, n: int, batch_size: int) -> float:
@@ -118,13 +92,7 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--uuid-compare", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    dsn = args.dsn
-    if not dsn:
-        from audit_middleware._embedded import start_embedded
-
-        base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        base.chmod(0o755)
-        dsn, _server = start_embedded(base / "data", delete_on_exit=True)
+    dsn = database(args.dsn)
     conn = await asyncpg.connect(dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
@@ -132,7 +100,7 @@ async def main() -> None:
         n = args.events
         raw = await bench_raw_copy(dsn, n, args.batch_size)
         await reset(conn)
-        enqueue_us, persisted = await bench_writer(dsn, n, args.batch_size)
+        enqueue_us, persisted = await timed_writer(dsn, n, args.batch_size, schema=SCHEMA)
         rows = await count(dsn)
         print(f"PostgreSQL {version}, {n:,} events, batch {args.batch_size}, {os.cpu_count()} cores")
         print(f"  enqueue (record_nowait):   {enqueue_us:8.2f} us/event   (target <= 5)")
