@@ -14,6 +14,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -91,14 +92,22 @@ def _dsn(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     return dsn
 
 
+async def connect_or_report(dsn: str, **options: Any) -> asyncpg.Connection | None:
+    """Connect; on failure print why (the DSN masked) and return None: the command exits EXIT_UNREACHABLE."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, **options)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"error: cannot connect to {mask_dsn(dsn)}: {exc}", file=sys.stderr)
+        return None
+    return conn
+
+
 async def _init_db(args: argparse.Namespace, dsn: str) -> int:
     from .schema import apply
 
     users_schema, _, users_table = args.users_table.rpartition(".")
-    try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"error: cannot connect to {mask_dsn(dsn)}: {exc}", file=sys.stderr)
+    conn = await connect_or_report(dsn)
+    if conn is None:
         return EXIT_UNREACHABLE
     try:
         report = await apply(
@@ -145,10 +154,8 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
         print(f"error: ${args.key_env} is not set (the digest HMAC key)", file=sys.stderr)
         return EXIT_USAGE
     point, claimed = Checkpoint.load(args.checkpoint) if args.checkpoint else (None, None)
-    try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"error: cannot connect to {mask_dsn(dsn)}: {exc}", file=sys.stderr)
+    conn = await connect_or_report(dsn)
+    if conn is None:
         return EXIT_UNREACHABLE
     try:
         report = await verify(

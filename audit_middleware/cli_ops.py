@@ -23,8 +23,7 @@ from typing import Any, TextIO
 import asyncpg
 
 from ._cli_args import add_filters, filters_from, month, parse_when, positive
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
-from .config import mask_dsn
+from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, connect_or_report
 from .errors import ConfigurationError
 from .query import Cursor, count_events, iter_events
 
@@ -39,10 +38,8 @@ def _run(handler: Handler, *, interrupted: int = EXIT_INTERRUPTED) -> Callable[[
     """Turn an async handler into ``run(args, dsn) -> exit code`` with the shared error handling."""
 
     async def connected(args: argparse.Namespace, dsn: str) -> int:
-        try:
-            conn = await asyncpg.connect(dsn, server_settings={"application_name": "audit-middleware-cli"})
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            print(f"error: cannot connect to {mask_dsn(dsn)}: {exc}", file=sys.stderr)
+        conn = await connect_or_report(dsn, server_settings={"application_name": "audit-middleware-cli"})
+        if conn is None:
             return EXIT_UNREACHABLE
         try:
             return await handler(args, conn)
