@@ -13,13 +13,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 
 from audit_middleware._embedded import start_embedded
 from audit_middleware.schema import apply, quote_ident
+
+if TYPE_CHECKING:
+    from tests.tamper_helpers import Target
 
 DSN_VARIABLE = "AUDIT_TEST_DSN"
 
@@ -132,3 +135,13 @@ async def users(pg: PgTarget) -> AsyncIterator[list[uuid.UUID]]:
     finally:
         await conn.close()
     yield ids
+
+
+@pytest.fixture
+def target(pg: PgTarget) -> Target:
+    """The audit table in a fresh schema, with its digests table (tamper-evidence tests)."""
+    from tests.tamper_helpers import Target  # here: tamper_helpers imports this module
+
+    t = Target(pg.dsn, pg.schema)
+    asyncio.run(t.setup())
+    return t

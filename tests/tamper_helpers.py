@@ -15,6 +15,7 @@ from audit_middleware.records import AuditEvent, to_row
 from audit_middleware.schema import quote_ident
 from audit_middleware.schema.tamper import apply_digests
 from audit_middleware.verify import Checkpoint, VerifyReport, verify
+from tests.conftest import PgTarget
 
 KEY = "test-digest-key-0123456789abcdef"
 OTHER_KEY = "another-key-that-is-not-the-one"
@@ -76,3 +77,22 @@ class Target:
             return await verify(conn, key=key, schema=self.schema, checkpoint=point, checkpoint_hmac=claimed)
         finally:
             await conn.close()
+
+
+async def partitioned_target(empty_schema: PgTarget) -> Target:
+    """As ``init-db --partitioned`` makes it (primary key (id, created_at)), with the partitions
+    ``user_audit_logs_p10`` (October 2026), ``_p11`` (November) and ``_default``, and its digests table."""
+    s = quote_ident(empty_schema.schema)
+    await empty_schema.fetch(
+        f"CREATE TABLE {s}.user_audit_logs (id uuid NOT NULL, user_id uuid, action varchar(100), metadata jsonb, "
+        "created_at timestamp NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
+    )
+    for name, start, end in (("p10", "2026-10-01", "2026-11-01"), ("p11", "2026-11-01", "2026-12-01")):
+        await empty_schema.fetch(
+            f"CREATE TABLE {s}.user_audit_logs_{name} PARTITION OF {s}.user_audit_logs "
+            f"FOR VALUES FROM ('{start}') TO ('{end}')"
+        )
+    await empty_schema.fetch(f"CREATE TABLE {s}.user_audit_logs_default PARTITION OF {s}.user_audit_logs DEFAULT")
+    target = Target(empty_schema.dsn, empty_schema.schema)
+    await target.setup()
+    return target

@@ -14,7 +14,7 @@ from audit_middleware.records import COLUMNS
 from audit_middleware.retention import prune
 from audit_middleware.schema.tamper import apply_append_only
 from tests.conftest import PgTarget
-from tests.tamper_helpers import KEY, Target, make_rows
+from tests.tamper_helpers import KEY, Target, make_rows, partitioned_target
 
 pytestmark = pytest.mark.anyio
 
@@ -57,13 +57,6 @@ async def tamper(target: Target, statement: str, *args: object) -> None:
             await conn.execute(statement.replace("{t}", target.audit), *args)
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def target(pg: PgTarget) -> Target:
-    t = Target(pg.dsn, pg.schema)
-    await t.setup()
-    return t
 
 
 async def test_prune_keeps_the_chain_verifiable(target: Target) -> None:
@@ -129,25 +122,8 @@ async def test_prune_without_digests_still_deletes_everything_older(pg: PgTarget
 # -- partitioned table ----------------------------------------------------------------------
 
 
-async def partitioned(empty_schema: PgTarget) -> Target:
-    s = f'"{empty_schema.schema}"'
-    await empty_schema.fetch(
-        f"CREATE TABLE {s}.user_audit_logs (id uuid NOT NULL, user_id uuid, action varchar(100), metadata jsonb, "
-        "created_at timestamp NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
-    )
-    for name, start, end in (("p10", "2026-10-01", "2026-11-01"), ("p11", "2026-11-01", "2026-12-01")):
-        await empty_schema.fetch(
-            f"CREATE TABLE {s}.user_audit_logs_{name} PARTITION OF {s}.user_audit_logs "
-            f"FOR VALUES FROM ('{start}') TO ('{end}')"
-        )
-    await empty_schema.fetch(f"CREATE TABLE {s}.user_audit_logs_default PARTITION OF {s}.user_audit_logs DEFAULT")
-    target = Target(empty_schema.dsn, empty_schema.schema)
-    await target.setup()
-    return target
-
-
 async def test_prune_drops_a_partition_and_the_chain_still_verifies(empty_schema: PgTarget) -> None:
-    target = await partitioned(empty_schema)
+    target = await partitioned_target(empty_schema)
     # October: batches 1-2 (8 rows); batch 3 straddles the month end; then 2 batches in November.
     await write_with_digests(target, [make_rows(4, start=-10 + i * 4) for i in range(5)])
     await append_only(target)
@@ -162,7 +138,7 @@ async def test_prune_drops_a_partition_and_the_chain_still_verifies(empty_schema
 
 
 async def test_prune_does_not_drop_a_partition_whose_rows_would_look_deleted(empty_schema: PgTarget) -> None:
-    target = await partitioned(empty_schema)
+    target = await partitioned_target(empty_schema)
     await write_with_digests(target, [make_rows(4, start=-2), make_rows(4, start=2)])  # batch 1 straddles
     assert await run_prune(target, BASE, dry_run=True) == (0, 0, ())
     assert await run_prune(target, BASE) == (0, 0, ())

@@ -17,16 +17,9 @@ from audit_middleware.digests import DigestWriter, prune_batch
 from audit_middleware.errors import ConfigurationError, SchemaError
 from audit_middleware.schema.tamper import apply_append_only, writer_grants
 from tests.conftest import PgTarget
-from tests.tamper_helpers import KEY, Target, make_rows
+from tests.tamper_helpers import KEY, Target, make_rows, partitioned_target
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def target(pg: PgTarget) -> Target:
-    t = Target(pg.dsn, pg.schema)
-    asyncio.run(t.setup())
-    return t
 
 
 # -- retries --------------------------------------------------------------------------------
@@ -266,18 +259,7 @@ def test_verify_command_usage_and_unreachable(
 
 
 async def test_digests_on_a_partitioned_table(empty_schema: PgTarget) -> None:
-    # As `init-db --partitioned` makes it: primary key (id, created_at), monthly partitions.
-    s = f'"{empty_schema.schema}"'
-    await empty_schema.fetch(
-        f"CREATE TABLE {s}.user_audit_logs (id uuid NOT NULL, user_id uuid, action varchar(100), metadata jsonb, "
-        "created_at timestamp NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
-    )
-    for name, start, end in (("p10", "2026-10-01", "2026-11-01"), ("p11", "2026-11-01", "2026-12-01")):
-        await empty_schema.fetch(
-            f"CREATE TABLE {s}.{name} PARTITION OF {s}.user_audit_logs FOR VALUES FROM ('{start}') TO ('{end}')"
-        )
-    target = Target(empty_schema.dsn, empty_schema.schema)
-    await target.setup()
+    target = await partitioned_target(empty_schema)
     rows = make_rows(6)
     assert await target.write([rows[:4]]) == [4]
     assert await target.write([rows], retry=True) == [2]

@@ -17,13 +17,6 @@ from tests.tamper_helpers import KEY, Target, make_rows
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def target(pg: PgTarget) -> Target:
-    t = Target(pg.dsn, pg.schema)
-    asyncio.run(t.setup())
-    return t
-
-
 async def test_writer_with_digest_key_builds_a_valid_chain(target: Target) -> None:
     async with AuditWriter(target.dsn, schema=target.schema, digest_key=KEY, batch_size=50) as writer:
         for i in range(230):
