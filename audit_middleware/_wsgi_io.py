@@ -146,26 +146,23 @@ def wsgi_path(value: str) -> str:
         return value
 
 
-_NOT_A_HEADER = b""
-_HEADER_NAMES: dict[str, bytes] = {}  # environ key -> header name (b"" for other keys); bounded below
+_NOT_A_HEADER = ""
+_HEADER_NAMES: dict[str, str] = {}  # environ key -> header name ("" for other keys); bounded below
 _MAX_CACHED_NAMES = 512  # header names are client-chosen: never let them grow the cache without bound
 
 
-def _header_name(key: str) -> bytes:
+def _header_name(key: str) -> str:
     if key.startswith("HTTP_"):
-        return key[5:].replace("_", "-").lower().encode("latin-1", "replace")
+        return key[5:].replace("_", "-").lower()
     if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        return key.replace("_", "-").lower().encode("latin-1")
+        return key.replace("_", "-").lower()
     return _NOT_A_HEADER
 
 
-def request_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
-    """The request headers as ASGI-style (lower-case name, value) byte pairs, from the environ's CGI keys.
-
-    PEP 3333 values are latin-1 strings; anything else a server put there is replaced, never raised on.
-    """
+def request_headers(environ: Environ) -> list[tuple[str, str]]:
+    """The request headers as (lower-case name, value) pairs, from the environ's CGI-style keys."""
     names = _HEADER_NAMES
-    pairs: list[tuple[bytes, bytes]] = []
+    pairs: list[tuple[str, str]] = []
     for key, value in environ.items():
         name = names.get(key)
         if name is None:
@@ -173,7 +170,7 @@ def request_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
             if len(names) < _MAX_CACHED_NAMES:
                 names[key] = name
         if name and value and isinstance(value, str):
-            pairs.append((name, value.encode("latin-1", "replace")))
+            pairs.append((name, value))
     return pairs
 
 
