@@ -68,15 +68,24 @@ def _run(handler: Handler, *, interrupted: int = EXIT_INTERRUPTED) -> Callable[[
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or ``path`` written as ``path.partial`` and renamed when complete (a FILE is never half)."""
+    """stdout, or ``path`` written as ``path.partial`` and renamed when complete (a FILE is never half).
+
+    The rename is for regular files: a device or pipe (``-o /dev/null``, a FIFO) is written to
+    directly, never replaced by a file; through a symlink, the file it points to is replaced.
+    """
     if path is None or path == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
-    partial = f"{path}.partial"
+    target = os.path.realpath(path)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        return
+    partial = f"{target}.partial"
     with open(partial, "w", encoding="utf-8", newline="") as handle:
         yield handle
-    os.replace(partial, path)
+    os.replace(partial, target)
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -85,6 +86,27 @@ def test_export_csv_to_a_file_with_filters(pg: PgTarget, tmp_path: Path, capsys:
     assert parsed[0]["user_id"] == ""
     assert "3 rows written" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]  # written as .partial, renamed when complete
+
+
+def test_export_to_a_pipe_or_through_a_symlink_keeps_what_the_path_is(pg: PgTarget, tmp_path: Path) -> None:
+    # A rename onto the path would replace a FIFO or device (as root, `-o /dev/null` would replace
+    # /dev/null with a regular file) or the symlink itself.
+    seed(pg, [row("a", T0) for _ in range(3)])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert cli(pg, "export", "-o", str(fifo)) == EXIT_OK
+    reader.join(10)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and len(received[0].splitlines()) == 3
+    target = tmp_path / "real.jsonl"
+    target.write_text("old")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert cli(pg, "export", "-o", str(link)) == EXIT_OK
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "pipe", "real.jsonl"]
 
 
 def test_export_shows_progress_on_stderr_only(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
