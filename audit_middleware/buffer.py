@@ -346,14 +346,19 @@ class AuditWriter:
             self._flush_requests -= 1
             self._waiters.pop(str(event.id), None)
 
-    def commit_event_threadsafe(self, event: AuditEvent, timeout: float) -> bool:
+    def commit_event_threadsafe(
+        self, event: AuditEvent, timeout: float, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> bool:
         """:meth:`commit_event` for a caller on another thread (WSGI): blocks that thread, never the loop.
 
+        ``loop`` is the loop the writer runs on, for a caller that owns it and may call before the
+        writer's task has started there (``BackgroundWriter``); by default, the loop it started on.
         False if the commit did not happen within ``timeout``, or the writer is not running on a loop
         (then the event is only buffered, for when it starts).
         """
-        loop = self._loop
-        if loop is None or not self.started or loop.is_closed():
+        if loop is None and self.started:
+            loop = self._loop
+        if loop is None or loop.is_closed():
             self.submit(event)
             return False
         if threading.get_ident() == self._thread_id:

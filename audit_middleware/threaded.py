@@ -157,15 +157,8 @@ class BackgroundWriter:
         event then stays buffered and may land later. For strict routes only: it waits on the database.
         """
         writer = self.writer
-        loop = self._loop
-        assert loop is not None  # set by _start, with the writer
-        # FIFO behind the writer's start_soon, which _start queued first on this loop
-        future = asyncio.run_coroutine_threadsafe(writer.commit_event(event, timeout), loop)
-        try:
-            return future.result(timeout + 1.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            return False
+        # The commit is queued behind the writer's start_soon, which _start queued first on this loop.
+        return writer.commit_event_threadsafe(event, timeout, loop=self._loop)
 
     def stats(self) -> WriterStats | None:
         """This process's writer counters, or None if it has not started here."""
