@@ -29,7 +29,6 @@ import logging
 import random
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -165,6 +164,7 @@ class AuditWriter:
         self._spilling: asyncio.Future[int] | None = None
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._gap_writing = False
+        _open.add(self)  # from the start: events recorded before the writer ever ran are spooled at exit too
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -184,7 +184,6 @@ class AuditWriter:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name="audit_middleware.writer")
-        _running.add(self)
 
     async def start(self) -> None:
         """Start the background task. The database need not be up: writes are retried until it is."""
@@ -223,7 +222,7 @@ class AuditWriter:
             if self._spilling is not None:
                 with contextlib.suppress(Exception):
                     await self._spilling  # a spill in its thread finishes: those events are on disk
-        _running.discard(self)
+        _open.discard(self)
         await asyncio.to_thread(self._spool_remainder, deadline)
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -610,15 +609,17 @@ def _loop_running_here() -> bool:
     return True
 
 
-# Writers started and not closed. One hook for all of them, registered when this module is imported:
-# atexit runs hooks last-in first-out, so hooks registered later by code built on the writer
-# (``threaded.close_all``, which flushes with the normal deadline) run before this last resort.
-_running: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
+# Writers not closed yet (started or not), held strongly: a writer dropped without aclose() keeps its
+# events until they are spooled at exit instead of vanishing with it. One hook for all of them,
+# registered when this module is imported: atexit runs hooks last-in first-out, so hooks registered
+# later by code built on the writer (``threaded.close_all``, which flushes with the normal deadline)
+# run before this last resort.
+_open: set[AuditWriter] = set()
 
 
 def _spool_at_exit() -> None:
     """Interpreter exit without ``aclose()``: spool what is still in memory so the next start writes it."""
-    for writer in list(_running):
+    for writer in list(_open):
         if writer._closed:
             continue
         writer._closed = True

@@ -63,11 +63,12 @@ async def _replayed(writer: AuditWriter, n: int) -> bool:
     return writer.stats().replayed >= n
 
 
+@pytest.mark.parametrize("mode", ["exit", "unstarted"])
 async def test_interpreter_exit_without_aclose_spools_and_the_next_start_replays(
-    fpg: PgTarget, proxy: FaultProxy, spool_dir: Path
+    fpg: PgTarget, proxy: FaultProxy, spool_dir: Path, mode: str
 ) -> None:
     proxy.set_mode("reset")
-    code, ids = await run_worker(proxy.dsn(fpg.dsn), fpg, spool_dir, 300, "exit")
+    code, ids = await run_worker(proxy.dsn(fpg.dsn), fpg, spool_dir, 300, mode)
     assert code == 0 and len(ids) == 300
     assert await fpg.fetch("SELECT id FROM {t}") == []
     proxy.set_mode("pass")

@@ -2,8 +2,9 @@
 
 Prints the ids it recorded (one JSON list on stdout). MODE ``write`` records, closes and exits.
 MODE ``exit`` records and returns without closing (the interpreter's exit hook must spool the
-buffer). MODE ``crash`` records against an unreachable database, waits until everything is spooled
-(fsynced), then kills itself with SIGKILL, leaving its spool behind for another process to replay.
+buffer); ``unstarted`` the same with a writer that was never started. MODE ``crash`` records
+against an unreachable database, waits until everything is spooled (fsynced), then kills itself
+with SIGKILL, leaving its spool behind for another process to replay.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ async def main(dsn: str, schema: str, spool_dir: str, count: int, mode: str) -> 
         dsn, schema=schema, spool_dir=spool_dir, batch_size=100, flush_interval=0.05, retry_initial=0.05,
         retry_max=0.2, connect_timeout=1.0, write_timeout=2.0, close_timeout=20.0,
     )  # fmt: skip
-    await writer.start()
+    if mode != "unstarted":
+        await writer.start()
     ids = []
     for i in range(count):
         event = writer.record_nowait("worker_event", metadata={"pid": os.getpid(), "n": i})
@@ -30,7 +32,7 @@ async def main(dsn: str, schema: str, spool_dir: str, count: int, mode: str) -> 
         ids.append(str(event.id))
         if i % 100 == 99:
             await asyncio.sleep(0.01)  # a steady stream, interleaving with the other workers
-    if mode == "exit":
+    if mode in ("exit", "unstarted"):
         print(json.dumps(ids), flush=True)
         return  # no aclose(): asyncio.run cancels the writer, atexit spools what it held
     if mode == "crash":
