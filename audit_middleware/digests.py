@@ -170,7 +170,11 @@ FROM (
            to_char(min(t.created_at), '{TIME_FORMAT}') AS min_created,
            to_char(max(t.created_at), '{TIME_FORMAT}') AS max_created
     FROM unnest($1::uuid[], $2::timestamp[]) WITH ORDINALITY AS u(id, created_at, ord)
-    JOIN {target} t ON t.id = u.id AND t.created_at = u.created_at  -- created_at: partition pruning
+    CROSS JOIN LATERAL (  -- one index probe per id: LIMIT keeps the planner from hashing the whole table
+        SELECT * FROM {target} s
+        WHERE s.id = u.id AND s.created_at = u.created_at  -- created_at: partition pruning
+        LIMIT 1
+    ) AS t
 ) AS batch"""
         self._head = f"SELECT seq, mac FROM {self.qualified_digests} ORDER BY seq DESC LIMIT 1"
         self._append = (

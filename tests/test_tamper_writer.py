@@ -115,3 +115,15 @@ async def test_digest_arrays_are_stored_uncompressed_and_init_is_repeatable(targ
     finally:
         await conn.close()
     assert [(r["attname"], r["attstorage"]) for r in storage] == [("ids", "e"), ("row_hashes", "e")]
+
+
+async def test_digest_reads_its_batch_back_by_index_never_by_scanning_the_table(target: Target) -> None:
+    # On a table the planner knows is large next to the batch, a plain join planned a hash of the
+    # whole table (every row hashed into memory, per batch, growing with the table).
+    await target.write([make_rows(500, start=i * 500) for i in range(20)])
+    await target.sql(f"ANALYZE {target.audit}")
+    batch = make_rows(400, start=10_000)
+    await target.write([batch])
+    ids, created = [row[0] for row in batch], [row[4] for row in batch]
+    plan = "\n".join(r[0] for r in await target.sql(f"EXPLAIN {target.writer._hash}", ids, created, "lock"))
+    assert "Index" in plan and "Seq Scan" not in plan, plan
