@@ -247,6 +247,7 @@ async def prune_batch(
     limit: int = 100,
     max_rows: int | None = None,
     delete_rows: bool = True,
+    rows_from: str | None = None,
 ) -> tuple[int, int]:
     """Prune up to ``limit`` digests whose rows are all older than ``before``; return (digests, rows).
 
@@ -259,7 +260,9 @@ async def prune_batch(
 
     ``max_rows`` stops adding digests once their rows reach it (at least one digest is taken), to
     keep a transaction short. ``delete_rows=False`` only stubs the digests (rows deleted: 0): for a
-    caller that drops the partitions holding those rows in the same transaction.
+    caller that drops the partitions holding those rows in the same transaction. ``rows_from`` (a
+    qualified, quoted relation name) deletes the rows from that relation only instead of the audit
+    table: the default partition, whose rows the partition drop does not take.
     """
     check_identifier("schema", schema)
     digests = f"{_quote(schema)}.{_quote(digests_table(table))}"
@@ -284,7 +287,7 @@ async def prune_batch(
     deleted = 0
     if delete_rows:
         deleted = await conn.fetchval(
-            f"WITH gone AS (DELETE FROM {target} WHERE id IN (SELECT unnest(ids) FROM {digests} "
+            f"WITH gone AS (DELETE FROM {rows_from or target} WHERE id IN (SELECT unnest(ids) FROM {digests} "
             "WHERE seq = ANY($1::bigint[])) RETURNING 1) SELECT count(*) FROM gone",
             seqs,
         )

@@ -12,7 +12,8 @@ Each delete runs with ``SET LOCAL audit_middleware.prune = 'on'``: the append-on
 
 With a digests table (tamper evidence, see ``digests.py``) the chain stays verifiable: each
 partition drop first turns the digests of the rows it removes into stubs
-(:func:`~audit_middleware.digests.prune_batch`) in its own transaction, and the batch path first
+(:func:`~audit_middleware.digests.prune_batch`) in its own transaction, deleting in that transaction
+those batches' rows that sit in the default partition, and the batch path first
 deletes whole digested batches entirely older than the cutoff with ``prune_batch`` (one
 transaction of about ``batch_size`` rows each), then the remaining older rows by ``created_at``.
 ``verify`` accepts a row missing from a batch only when the batch began before the prune horizon
@@ -89,8 +90,11 @@ async def prune(
     if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
         digests = ""
     doomed = []
+    default: str | None = None
     if await is_partitioned(conn, schema, table):
-        doomed = [p for p in await list_partitions(conn, schema, table) if p.end is not None and p.end <= cutoff]
+        partitions = await list_partitions(conn, schema, table)
+        doomed = [p for p in partitions if p.end is not None and p.end <= cutoff]
+        default = next((_target(schema, p.name) for p in partitions if p.end is None), None)
         if digests:  # oldest first, stopping at one that would leave rows looking deleted
             doomed = await _verifiable_partitions(conn, digests, doomed)
     dropped = tuple(p.name for p in doomed)
@@ -98,23 +102,13 @@ async def prune(
     if dry_run:
         total = await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before)
         return PruneReport(cutoff, int(total), 0, dropped, dry_run=True, kept_from=_kept(before, cutoff))
+    deleted = 0
     for partition in doomed:
-        # DROP of a partition briefly takes an exclusive lock on the parent: do not queue behind long queries.
-        async with conn.transaction():
-            await conn.execute("SET LOCAL lock_timeout = '10s'")
-            if digests and partition.end is not None:
-                await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
-                # Stub the digests of the rows the drop removes, atomically with it; no row-by-row delete.
-                stubbed = 1
-                while stubbed:
-                    stubbed, _ = await prune_batch(
-                        conn, schema=schema, table=table, before=partition.end, limit=1000, delete_rows=False
-                    )
-            await conn.execute(f"DROP TABLE {_target(schema, partition.name)}")
+        deleted += await _drop_partition(conn, schema, table, partition, digests, default)
     total = 0
     if progress is not None:  # counting a huge backlog takes a while: only for a progress display
         total = int(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before))
-    deleted = batches = 0
+    batches = 0
     while digests:  # whole digested batches first: their digests become stubs, their rows go
         async with conn.transaction():
             await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
@@ -151,6 +145,38 @@ async def prune(
     return PruneReport(cutoff, deleted, batches, dropped, dry_run=False, kept_from=_kept(before, cutoff))
 
 
+async def _drop_partition(
+    conn: asyncpg.Connection, schema: str, table: str, partition: Partition, digests: str, default: str | None
+) -> int:
+    """Drop ``partition`` in one transaction; with digests, stub those of the rows it held first.
+
+    A stubbed batch may also have rows in the default partition (a month without a partition of its
+    own): they are deleted in the same transaction, so no committed state ever has a stub whose rows
+    are still there (``verify`` would report them as inserted outside the writer). Returns how many
+    rows that deleted; the drop itself deletes nothing row by row.
+    """
+    deleted = 0
+    # DROP of a partition briefly takes an exclusive lock on the parent: do not queue behind long queries.
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        if digests and partition.end is not None:
+            await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
+            stubbed = 1
+            while stubbed:
+                stubbed, rows = await prune_batch(
+                    conn,
+                    schema=schema,
+                    table=table,
+                    before=partition.end,
+                    limit=1000,
+                    delete_rows=default is not None,
+                    rows_from=default,
+                )
+                deleted += rows
+        await conn.execute(f"DROP TABLE {_target(schema, partition.name)}")
+    return deleted
+
+
 def _kept(before: dt.datetime, cutoff: dt.datetime) -> dt.datetime | None:
     return before if before < cutoff else None
 
@@ -161,7 +187,7 @@ async def _verifiable_partitions(
     """The oldest of ``partitions`` that can be dropped without ``verify`` reporting rows deleted.
 
     A prefix: each drop stubs the digests of every batch older than its partition's end, whose rows
-    are then all in that partition or older ones (or the default partition, pruned afterwards).
+    are then all in that partition or older ones (or the default partition, deleted with the drop).
     """
     safe = []
     for partition in partitions:
