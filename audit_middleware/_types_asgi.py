@@ -10,3 +10,6 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+AnyASGIApp: TypeAlias = Callable[..., Awaitable[Any]]
+"""What the middleware wraps: any ASGI callable, whatever its own annotations (Django's ``ASGIHandler``
+takes ``scope: dict`` and Mapping messages, which a Starlette-style ``ASGIApp`` would reject)."""

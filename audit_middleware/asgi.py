@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ._types_asgi import ASGIApp, Message, Receive, Scope, Send
+from ._types_asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
 from .buffer import AuditWriter
-from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
+from .context import AUDITED_KEY, CONTEXT_KEY, INSTALLED_KEY, ROUTE_KEY, USER_KEY, AuditContext, current_carrier
 from .core import UNAVAILABLE_BODY, UNAVAILABLE_RETRY_AFTER, AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
 from .errors import WriterClosedError
 from .options import Exchange
@@ -64,7 +64,7 @@ class AuditMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: AnyASGIApp,
         *,
         dsn: str | None = None,
         writer: AuditWriter | None = None,
@@ -89,7 +89,7 @@ class AuditMiddleware:
     ) -> None:
         # Explicit keywords (not **options) so Starlette's typed add_middleware() accepts the class;
         # an unknown keyword is a TypeError naming it. The values are validated by MiddlewareConfig.
-        self.app = app
+        self.app: ASGIApp = app
         config = MiddlewareConfig(
             dsn=dsn,
             writer=writer,
@@ -151,6 +151,7 @@ class AuditMiddleware:
         core, writer = self.core, self.writer
         if not writer.started:
             self._start_writer()
+        scope[AUDITED_KEY] = True  # framework glue (DjangoAuditMiddleware) works only on audited requests
         spec = match.spec if match is not None else None
         user_before = scope.get("user")
         if spec is not None and spec.user_before and self._has_resolver:
@@ -308,7 +309,7 @@ class AuditMiddleware:
                 disconnected=exchange.disconnected,
                 exception=error,
                 route_template=template,
-                user=user_after or scope.get("user"),
+                user=user_after or scope.get(USER_KEY) or scope.get("user"),
             )
             context = scope.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)
@@ -374,9 +375,16 @@ class AuditMiddleware:
 
 
 def _template(scope: Scope, root_path: str) -> str | None:
-    """The framework's matched route template (mount prefix included), if it told us."""
+    """The framework's matched route template (mount prefix included), if it told us.
+
+    Starlette and FastAPI leave the route in ``scope["route"]``; framework glue (Django's, which
+    knows only its URLconf's route) leaves a template under ``ROUTE_KEY``.
+    """
     route = scope.get("route")
-    if route is None or type(route).__name__ in _NOT_ROUTES:
+    if route is None:
+        glued = scope.get(ROUTE_KEY)
+        return glued if isinstance(glued, str) and glued.startswith("/") else None
+    if type(route).__name__ in _NOT_ROUTES:
         return None
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path_format, str) or not path_format.startswith("/"):

@@ -24,10 +24,26 @@ import contextvars
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["CONTEXT_KEY", "INSTALLED_KEY", "AuditContext", "audit_context", "current_carrier", "current_context"]
+__all__ = [
+    "AUDITED_KEY",
+    "CONTEXT_KEY",
+    "INSTALLED_KEY",
+    "ROUTE_KEY",
+    "USER_KEY",
+    "AuditContext",
+    "audit_context",
+    "current_carrier",
+    "current_context",
+]
 
 CONTEXT_KEY = "audit_middleware.context"
 INSTALLED_KEY = "audit_middleware.installed"
+AUDITED_KEY = "audit_middleware.audited"
+"""Set (True) in the scope or environ of requests a middleware audits, for framework glue to check cheaply."""
+USER_KEY = "audit_middleware.user"
+"""Scope or environ key where framework glue (or the app) leaves the request's user (object or id)."""
+ROUTE_KEY = "audit_middleware.route"
+"""Scope or environ key where framework glue leaves the matched route template (``/users/{id}``)."""
 _UNSET: Any = object()
 
 current_context: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(

@@ -1,15 +1,17 @@
-"""Optional glue that hands a WSGI framework's user and matched route to ``AuditWSGIMiddleware``.
+"""Optional glue that hands a framework's user and matched route to the audit middleware.
 
-The WSGI middleware sits outside the framework, so it cannot see ``flask_login.current_user`` or
-Django's ``request.user``; these helpers copy them into the environ (``USER_KEY``, ``ROUTE_KEY``)
-on audited requests only, so unaudited requests pay nothing (no session lookup).
+The middleware sits outside the framework, so it cannot see ``flask_login.current_user`` or
+Django's ``request.user``; these helpers copy them into the WSGI environ or, for Django under ASGI,
+the ASGI scope (``USER_KEY``, ``ROUTE_KEY``) on audited requests only, so unaudited requests pay
+nothing (no session lookup).
 
 Flask::
 
     app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app, dsn=DSN)
     install_flask(app)                      # user: flask_login.current_user, else flask.g.user
 
-Django (``settings.MIDDLEWARE``, after ``AuthenticationMiddleware``)::
+Django, under ``AuditWSGIMiddleware`` or ``AuditMiddleware`` (``settings.MIDDLEWARE``, after
+``AuthenticationMiddleware``)::
 
     "audit_middleware.frameworks.DjangoAuditMiddleware",
 
@@ -23,8 +25,8 @@ import re
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from .context import AUDITED_KEY, ROUTE_KEY, USER_KEY
 from .identity import user_id_of
-from .wsgi import AUDITED_KEY, ROUTE_KEY, USER_KEY
 
 __all__ = ["DjangoAuditMiddleware", "install_flask"]
 
@@ -90,24 +92,37 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
     app.after_request(after)
 
 
-class DjangoAuditMiddleware:
-    """Django middleware: copies ``request.user`` and the resolved route into the environ for auditing.
+def _django_carrier(request: Any) -> MutableMapping[str, Any] | None:
+    """Where the middleware auditing this request reads: the WSGI environ (``META``) or the ASGI scope."""
+    meta = request.META
+    if meta.get(AUDITED_KEY):
+        return meta  # type: ignore[no-any-return]
+    scope = getattr(request, "scope", None)  # ASGIRequest: the very scope AuditMiddleware passed in
+    if isinstance(scope, MutableMapping) and scope.get(AUDITED_KEY):
+        return scope
+    return None
 
-    Place it after ``django.contrib.auth.middleware.AuthenticationMiddleware``.
+
+class DjangoAuditMiddleware:
+    """Django middleware: hands ``request.user`` and the resolved route to the audit middleware.
+
+    Works under ``AuditWSGIMiddleware`` (it writes the environ) and under ``AuditMiddleware`` around
+    ``get_asgi_application()`` (it writes the ASGI scope). Place it after
+    ``django.contrib.auth.middleware.AuthenticationMiddleware``.
     """
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: Any) -> Any:
-        environ = request.META
-        if not environ.get(AUDITED_KEY):
+        carrier = _django_carrier(request)
+        if carrier is None:
             return self.get_response(request)
-        _remember_user(environ, getattr(request, "user", None))
+        _remember_user(carrier, getattr(request, "user", None))
         response = self.get_response(request)
-        _remember_user(environ, getattr(request, "user", None))
+        _remember_user(carrier, getattr(request, "user", None))
         match = getattr(request, "resolver_match", None)
         template = _template(getattr(match, "route", None)) if match is not None else None
         if template is not None:
-            environ[ROUTE_KEY] = template
+            carrier[ROUTE_KEY] = template
         return response

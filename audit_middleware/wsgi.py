@@ -32,7 +32,7 @@ from ._wsgi_io import (
     wsgi_path,
 )
 from .buffer import AuditWriter
-from .context import CONTEXT_KEY, INSTALLED_KEY, AuditContext, current_carrier
+from .context import AUDITED_KEY, CONTEXT_KEY, INSTALLED_KEY, ROUTE_KEY, USER_KEY, AuditContext, current_carrier
 from .core import (
     UNAVAILABLE_BODY,
     UNAVAILABLE_RETRY_AFTER,
@@ -47,14 +47,7 @@ from .records import AuditEvent
 from .routing import RouteMatch
 from .threaded import BackgroundWriter
 
-__all__ = ["ROUTE_KEY", "USER_KEY", "AuditWSGIMiddleware"]
-
-USER_KEY = "audit_middleware.user"
-"""Environ key where framework glue (or the app) leaves the request's user (object or id)."""
-ROUTE_KEY = "audit_middleware.route"
-"""Environ key where framework glue leaves the matched route template (e.g. ``/users/<int:id>``)."""
-AUDITED_KEY = "audit_middleware.audited"
-"""Set (True) in the environ of requests the middleware audits, for framework glue to check cheaply."""
+__all__ = ["AUDITED_KEY", "ROUTE_KEY", "USER_KEY", "AuditWSGIMiddleware"]
 
 
 def _background(writer: Any, core: AuditCore) -> BackgroundWriter:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,25 +14,15 @@ from audit_middleware import AuditWriter, AuditWSGIMiddleware
 from audit_middleware.testing import MemorySink
 
 from .conftest import PgTarget
-
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery staple"
+from .django_helpers import PASSWORD, setup_django
 
 
 @pytest.fixture(scope="module")
 def django_app() -> Any:
-    """The example project's Django WSGI application on an in-memory SQLite (Django sets up once per process)."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
-    os.environ["DJANGO_DB"] = ":memory:"
-    import django
-    from django.conf import settings
-    from django.core.management import call_command
+    """The example project's Django WSGI application."""
+    setup_django()
     from django.core.wsgi import get_wsgi_application
 
-    django.setup()
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
-    call_command("migrate", verbosity=0)
     return get_wsgi_application()
 
 

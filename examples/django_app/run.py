@@ -3,6 +3,7 @@
     pip install -e ".[examples]" && python examples/django_app/run.py            # serve on 127.0.0.1:8001
     python examples/django_app/run.py --demo     # scripted signup/login/logout/reset, then print the rows
     python examples/django_app/run.py --show     # print the latest audit rows
+    python examples/django_app/run.py --asgi     # the same under uvicorn: AuditMiddleware, django_app/asgi.py
 
 Django's own tables (users, sessions) live in SQLite (``.audit-data/django.sqlite3``); audit rows go
 to PostgreSQL (embedded in ``.audit-data/pg`` unless ``AUDIT_DSN`` is set). Django's user ids are
@@ -112,11 +113,43 @@ def demo(base: str) -> None:
     post(base, LAST_RESET_LINK[0], {"password": "new " + password}, opener)
 
 
+def serve_asgi(dsn: str, port: int, *, scripted: bool) -> None:
+    """``django_app.asgi`` under uvicorn; its lifespan shutdown flushes the writer before exit."""
+    import socket
+
+    import uvicorn
+
+    from django_app.asgi import application
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="on"))
+    if not scripted:
+        print(how_to_look(dsn))
+        print(
+            f"serving on {base} (ASGI, uvicorn); try:  "
+            f"curl -X POST {base}/accounts/login/ -d username=ann -d password=pw"
+        )
+        server.run(sockets=[listener])
+        return
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.05)
+    demo(base)
+    server.should_exit = True
+    thread.join(30)  # lifespan shutdown: the writer has flushed
+    asyncio.run(show(dsn, 7))
+    print("\n" + how_to_look(dsn))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="the audited Django example")
     parser.add_argument("--demo", action="store_true", help="run a scripted auth flow and print its audit rows")
     parser.add_argument("--show", action="store_true", help="print the latest audit rows and exit")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--asgi", action="store_true", help="serve asgi.py under uvicorn instead of wsgi.py")
     args = parser.parse_args()
     DATA_DIR.mkdir(exist_ok=True)
     dsn = database()
@@ -130,6 +163,9 @@ def main() -> None:
     from django_app.wsgi import application
 
     call_command("migrate", verbosity=0)
+    if args.asgi:
+        serve_asgi(dsn, 0 if args.demo else args.port, scripted=args.demo)
+        return
     server = make_server("127.0.0.1", 0 if args.demo else args.port, application, handler_class=QuietHandler)
     base = f"http://127.0.0.1:{server.server_port}"
     try:

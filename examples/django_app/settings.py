@@ -1,5 +1,6 @@
 """Settings of the minimal Django example (``run.py`` starts it). Django's own tables live in SQLite;
-the audit trail goes to PostgreSQL through ``AuditWSGIMiddleware`` in ``wsgi.py``."""
+the audit trail goes to PostgreSQL through ``AuditWSGIMiddleware`` in ``wsgi.py`` (or
+``AuditMiddleware`` in ``asgi.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "django_app.urls"
 WSGI_APPLICATION = "django_app.wsgi.application"
+ASGI_APPLICATION = "django_app.asgi.application"
 INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -20,7 +22,11 @@ MIDDLEWARE = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJANGO_DB", str(Path(".audit-data/django.sqlite3").resolve())),
+        # Beside the embedded PostgreSQL of run.py (.audit-data/ in the clone), whatever the working
+        # directory: `gunicorn --chdir examples` and `uvicorn --app-dir examples` find the same tables.
+        "NAME": os.environ.get(
+            "DJANGO_DB", str(Path(__file__).resolve().parents[2] / ".audit-data" / "django.sqlite3")
+        ),
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,96 @@
+"""AuditMiddleware around Django's ASGI application (the example project), with DjangoAuditMiddleware."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+
+from audit_middleware import AuditMiddleware, AuditWriter
+from audit_middleware.testing import MemorySink
+
+from .asgi_helpers import client
+from .django_helpers import PASSWORD, setup_django
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def django_asgi() -> Any:
+    """The example project's Django ASGI application."""
+    setup_django()
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+async def test_django_asgi_auth_flow_is_audited_with_the_user_and_route(django_asgi: Any) -> None:
+    from django_app.views import LAST_RESET_LINK
+
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    app = AuditMiddleware(django_asgi, writer=writer)
+    try:
+        async with client(app, peer="10.0.0.7") as c:
+            signup = await c.post(
+                "/accounts/signup/", json={"username": "dora", "email": "dora@example.com", "password": PASSWORD}
+            )
+            user_ref = str(signup.json()["id"])
+            await c.post("/accounts/logout/", json={})
+            await c.post("/accounts/login/", json={"username": "dora", "password": "wrong"})
+            await c.post("/accounts/login/", json={"username": "dora", "password": PASSWORD})
+            await c.post("/accounts/logout/", json={})
+            await c.post("/accounts/password/reset/", json={"email": "dora@example.com"})
+            reset = await c.post(LAST_RESET_LINK[0], json={"password": "new " + PASSWORD})
+            missing = await c.get("/nowhere/")
+        assert (reset.status_code, missing.status_code) == (200, 404)
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    events = sink.events
+    assert [e.action for e in events] == [
+        "signup",
+        "logout",
+        "login_failed",
+        "login",
+        "logout",
+        "password_reset_requested",
+        "password_reset",
+    ]
+    # Django's integer user ids are kept as user_ref (the column is a uuid); logout: taken before the view.
+    assert [e.metadata.get("user_ref") for e in events] == [
+        user_ref,
+        user_ref,
+        None,
+        user_ref,
+        user_ref,
+        user_ref,
+        user_ref,
+    ]
+    routes = [e.metadata["http"]["route"] for e in events]
+    assert routes[3] == "/accounts/login/"
+    assert routes[-1] == "/accounts/password/reset/key/{uidb64}/{token}/"
+    assert events[-1].metadata["method"] == "email_link" and events[-1].metadata["ip"] == "10.0.0.7"
+    sink.assert_no_secret(PASSWORD, LAST_RESET_LINK[0].rstrip("/").rsplit("/", 1)[1])
+    assert json.dumps([e.metadata for e in events]).count("[REDACTED]") >= 4  # every password field
+
+
+async def test_django_glue_leaves_unaudited_asgi_requests_alone(django_asgi: Any) -> None:
+    seen: list[MutableMapping[str, Any]] = []
+
+    async def spy(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await django_asgi(scope, receive, send)
+
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    try:
+        async with client(AuditMiddleware(spy, writer=writer)) as c:
+            assert (await c.get("/accounts/profile/")).status_code in (200, 302, 404)
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    assert sink.rows == []
+    assert not any(key.startswith("audit_middleware.") and key != "audit_middleware.installed" for key in seen[0])
