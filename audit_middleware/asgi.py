@@ -377,13 +377,14 @@ class AuditMiddleware:
 def _template(scope: Scope, root_path: str) -> str | None:
     """The framework's matched route template (mount prefix included), if it told us.
 
-    Starlette and FastAPI leave the route in ``scope["route"]``; framework glue (Django's, which
-    knows only its URLconf's route) leaves a template under ``ROUTE_KEY``.
+    Starlette and FastAPI leave the route in ``scope["route"]``; Litestar leaves the template
+    (``/users/{user_id}``) in ``scope["path_template"]``; framework glue (Django's, which knows only
+    its URLconf's route) leaves one under ``ROUTE_KEY``.
     """
     route = scope.get("route")
     if route is None:
-        glued = scope.get(ROUTE_KEY)
-        return glued if isinstance(glued, str) and glued.startswith("/") else None
+        given = scope.get("path_template") or scope.get(ROUTE_KEY)
+        return given if isinstance(given, str) and given.startswith("/") else None
     if type(route).__name__ in _NOT_ROUTES:
         return None
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
