@@ -109,20 +109,67 @@ class DjangoAuditMiddleware:
     Works under ``AuditWSGIMiddleware`` (it writes the environ) and under ``AuditMiddleware`` around
     ``get_asgi_application()`` (it writes the ASGI scope). Place it after
     ``django.contrib.auth.middleware.AuthenticationMiddleware``.
+
+    Sync and async capable: in an async (ASGI) stack it runs on the event loop, so it adds no
+    thread switch to any request, and it never evaluates ``request.user`` there (a blocking
+    database query): an unevaluated user is read with ``await request.auser()`` (Django 5+), else
+    in a thread.
     """
 
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
         self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self._acall(request)
         carrier = _django_carrier(request)
         if carrier is None:
             return self.get_response(request)
         _remember_user(carrier, getattr(request, "user", None))
         response = self.get_response(request)
         _remember_user(carrier, getattr(request, "user", None))
-        match = getattr(request, "resolver_match", None)
-        template = _template(getattr(match, "route", None)) if match is not None else None
-        if template is not None:
-            carrier[ROUTE_KEY] = template
+        _remember_route(carrier, request)
         return response
+
+    async def _acall(self, request: Any) -> Any:
+        carrier = _django_carrier(request)
+        if carrier is None:
+            return await self.get_response(request)
+        _remember_user(carrier, await _django_user(request))
+        response = await self.get_response(request)
+        _remember_user(carrier, await _django_user(request))
+        _remember_route(carrier, request)
+        return response
+
+
+def _remember_route(carrier: MutableMapping[str, Any], request: Any) -> None:
+    match = getattr(request, "resolver_match", None)
+    template = _template(getattr(match, "route", None)) if match is not None else None
+    if template is not None:
+        carrier[ROUTE_KEY] = template
+
+
+async def _django_user(request: Any) -> Any:
+    """``request.user`` without blocking the loop: as set (by ``login()``/``logout()``, or evaluated), else loaded."""
+    from django.utils.functional import LazyObject, empty
+
+    user = getattr(request, "user", None)
+    if not isinstance(user, LazyObject):
+        return user
+    wrapped = user._wrapped  # the only way to know whether reading the user would run a query
+    if wrapped is not empty:
+        return wrapped
+    auser = getattr(request, "auser", None)  # Django 5+: cached per request
+    if auser is not None:
+        return await auser()
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(lambda: user.pk)()  # Django 4.2: evaluate it in a thread

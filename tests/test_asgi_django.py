@@ -94,3 +94,35 @@ async def test_django_glue_leaves_unaudited_asgi_requests_alone(django_asgi: Any
         await writer.aclose()
     assert sink.rows == []
     assert not any(key.startswith("audit_middleware.") and key != "audit_middleware.installed" for key in seen[0])
+
+
+async def test_django_glue_runs_on_the_loop_and_never_evaluates_the_lazy_user_there() -> None:
+    """In an async stack the glue is a coroutine (Django adds no thread switch for it) and reads an
+    unevaluated ``request.user`` through ``auser()``: evaluating it would run a blocking query."""
+    from types import SimpleNamespace
+
+    from asgiref.sync import iscoroutinefunction
+    from django.utils.functional import SimpleLazyObject
+
+    from audit_middleware.context import AUDITED_KEY, USER_KEY
+    from audit_middleware.frameworks import DjangoAuditMiddleware
+
+    async def get_response(request: Any) -> str:
+        return "response"
+
+    async def auser() -> Any:
+        return SimpleNamespace(is_authenticated=True, pk=7)
+
+    def blocking_query() -> Any:
+        raise AssertionError("request.user evaluated on the event loop")
+
+    scope: dict[str, Any] = {AUDITED_KEY: True}
+    request = SimpleNamespace(
+        META={}, scope=scope, user=SimpleLazyObject(blocking_query), auser=auser, resolver_match=None
+    )
+    middleware = DjangoAuditMiddleware(get_response)
+    assert iscoroutinefunction(middleware)
+    assert await middleware(request) == "response"
+    assert scope[USER_KEY] == 7
+    sync = DjangoAuditMiddleware(lambda request: "response")
+    assert not iscoroutinefunction(sync)
