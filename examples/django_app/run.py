@@ -27,7 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the django_app package
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: audit_middleware
 
-DATA_DIR = Path(".audit-data")
+DATA_DIR = Path(__file__).resolve().parents[2] / ".audit-data"  # the clone's, like settings.py's SQLite file
 EMBEDDED = "AUDIT_DSN" not in os.environ  # else the audit rows go to the server it names
 
 
