@@ -37,6 +37,16 @@ class TeeInput:
         self._exchange = exchange
         self._cap = cap
         self._length = length
+        readinto = getattr(stream, "readinto", None)
+        if readinto is not None:  # an instance attribute: no __getattr__ round and no new closure per lookup
+            self._readinto = readinto
+            self.readinto = self._readinto_with_audit
+
+    def _readinto_with_audit(self, buffer: Any) -> Any:
+        count = self._readinto(buffer)
+        if count is not None:
+            self._seen(memoryview(buffer)[:count], len(buffer))
+        return count
 
     def _seen(self, data: bytes | memoryview, asked: int | None) -> None:
         exchange = self._exchange
@@ -73,18 +83,8 @@ class TeeInput:
             yield line
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._HIDDEN:
+        if name in self._HIDDEN or name == "readinto":  # readinto: set in __init__ when the stream has it
             raise AttributeError(name)
-        if name == "readinto":
-            readinto = self._stream.readinto  # AttributeError when the server's stream has none
-
-            def readinto_with_audit(buffer: Any) -> Any:
-                count = readinto(buffer)
-                if count is not None:
-                    self._seen(memoryview(buffer)[:count], len(buffer))
-                return count
-
-            return readinto_with_audit
         return getattr(self._stream, name)
 
 

@@ -225,6 +225,30 @@ def test_body_larger_than_the_cap_reaches_the_app_whole(opened: list[Audited]) -
     assert (event.metadata["body"]["size"], event.metadata["body"]["omitted"]) == (len(body), "truncated")
 
 
+def test_tee_offers_readinto_only_when_the_server_stream_has_it_and_records_what_it_reads() -> None:
+    from audit_middleware._wsgi_io import TeeInput
+    from audit_middleware.options import Exchange
+
+    class ReadOnly:  # a server stream with read() and nothing else
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def read(self, *args: Any) -> bytes:
+            return self._data.read(*args)
+
+    exchange = Exchange(0)
+    assert not hasattr(TeeInput(ReadOnly(b"abc"), exchange, 8, 3), "readinto")  # werkzeug then uses read()
+    body = b"0123456789abcdef"
+    exchange = Exchange(0)
+    tee = TeeInput(io.BytesIO(body), exchange, 10, len(body))
+    buffer = bytearray(6)
+    got = bytearray()
+    while count := tee.readinto(buffer):
+        got += buffer[:count]
+    assert bytes(got) == body  # the app reads everything through readinto
+    assert b"".join(exchange.body) == body[:10] and exchange.body_size == len(body) and exchange.body_complete
+
+
 def test_middleware_never_reads_a_body_the_app_does_not_read(opened: list[Audited]) -> None:
     class Untouchable(io.RawIOBase):
         def read(self, size: int = -1) -> bytes:
