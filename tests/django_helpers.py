@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from audit_middleware.testing import MemorySink
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
 _ready: list[bool] = []
@@ -35,3 +37,28 @@ def setup_django() -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
     call_command("migrate", verbosity=0)
     _ready.append(True)
+
+
+def assert_auth_flow_recorded(sink: MemorySink, user_ref: str, ip: str) -> None:
+    """The example's flow (signup, logout, failed and good login, logout, reset request, reset) as
+    both middlewares must record it: the user on every step but the failed login (taken before the
+    view on a logout), the resolved route, the handler's enrichment, and no password or reset token."""
+    from django_app.views import LAST_RESET_LINK
+
+    events = sink.events
+    assert [e.action for e in events] == [
+        "signup",
+        "logout",
+        "login_failed",
+        "login",
+        "logout",
+        "password_reset_requested",
+        "password_reset",
+    ]
+    # Django's integer user ids are kept as user_ref (the column is a uuid).
+    assert [e.metadata.get("user_ref") for e in events] == [user_ref, user_ref, None, *[user_ref] * 4]
+    assert events[3].metadata["http"]["route"] == "/accounts/login/"
+    reset = events[-1].metadata
+    assert reset["http"]["route"] == "/accounts/password/reset/key/{uidb64}/{token}/"
+    assert reset["method"] == "email_link" and reset["ip"] == ip
+    sink.assert_no_secret(PASSWORD, LAST_RESET_LINK[0].rstrip("/").rsplit("/", 1)[1])
