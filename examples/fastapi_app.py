@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
-import os
 import secrets
 import sys
 import uuid
@@ -35,11 +33,15 @@ from pydantic import BaseModel
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: audit_middleware
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: _audit_rows
+
+from _audit_rows import database, embedded_in, how_to_look, show
 
 from audit_middleware import AuditMiddleware, audit_context, init_db
 
 DATA_DIR = Path(".audit-data/pg")
+SCRIPT = "examples/fastapi_app.py"
 USERS_SQL = """
 CREATE TABLE IF NOT EXISTS users (id uuid PRIMARY KEY, email text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (token text PRIMARY KEY, user_id uuid NOT NULL REFERENCES users(id));
@@ -160,40 +162,6 @@ def create_app(dsn: str, *, schema: str = "public") -> FastAPI:
     return app
 
 
-def database() -> str:
-    dsn = os.environ.get("AUDIT_DSN")
-    if dsn:
-        return dsn
-    from audit_middleware._embedded import start_embedded
-
-    dsn, _server = start_embedded(DATA_DIR)
-    return dsn
-
-
-def how_to_look(dsn: str) -> str:
-    if "AUDIT_DSN" in os.environ:
-        return f"audit rows go to $AUDIT_DSN, table user_audit_logs\nlook at them with:  python {__file__} --show"
-    return (
-        f"audit rows go to an embedded PostgreSQL, data in {DATA_DIR.resolve()}\n"
-        f"while the app runs:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
-        "ORDER BY created_at DESC LIMIT 20'\n"
-        "any time:            python examples/fastapi_app.py --show   (starts the embedded server if needed)"
-    )
-
-
-async def show(dsn: str, limit: int = 20) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT created_at, action, user_id, metadata FROM user_audit_logs ORDER BY created_at DESC LIMIT $1", limit
-        )
-    finally:
-        await conn.close()
-    for row in reversed(rows):
-        print(f"{row['created_at']:%H:%M:%S} {row['action']:<26} user={row['user_id']}")
-        print("    " + json.dumps(json.loads(row["metadata"]), sort_keys=True))
-
-
 async def demo(dsn: str) -> None:
     import httpx
 
@@ -225,14 +193,14 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print the latest audit rows and exit")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    dsn = database()
+    dsn = database(DATA_DIR)
     if args.demo or args.show:
         asyncio.run(demo(dsn) if args.demo else show(dsn))
-        print("\n" + how_to_look(dsn))
+        print("\n" + how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
         return
     import uvicorn
 
-    print(how_to_look(dsn))
+    print(how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
     print(
         f"try:  curl -X POST localhost:{args.port}/auth/register -H 'content-type: application/json' "
         '-d \'{"email": "a@example.com", "password": "pw"}\''

@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import json
-import os
 import secrets
 import sys
 import threading
@@ -33,12 +31,16 @@ from typing import Any, TypeVar
 import asyncpg
 from flask import Flask, g, request, session
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: audit_middleware
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: _audit_rows
+
+from _audit_rows import database, embedded_in, how_to_look, show
 
 from audit_middleware import AuditWSGIMiddleware, audit_context, init_db, install_flask
 
 T = TypeVar("T")
 DATA_DIR = Path(".audit-data/pg")
+SCRIPT = "examples/flask_app.py"
 USERS_SQL = """
 CREATE TABLE IF NOT EXISTS users (id uuid PRIMARY KEY, email text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE IF NOT EXISTS password_resets (token text PRIMARY KEY, user_id uuid NOT NULL REFERENCES users(id));
@@ -168,39 +170,6 @@ def create_app(dsn: str, *, schema: str = "public") -> Flask:
     return app
 
 
-def database() -> str:
-    dsn = os.environ.get("AUDIT_DSN")
-    if dsn:
-        return dsn
-    from audit_middleware._embedded import start_embedded
-
-    dsn, _server = start_embedded(DATA_DIR)
-    return dsn
-
-
-def how_to_look(dsn: str) -> str:
-    where = f"embedded PostgreSQL, data in {DATA_DIR.resolve()}" if "AUDIT_DSN" not in os.environ else "$AUDIT_DSN"
-    return (
-        f"audit rows go to: {where}\n"
-        f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
-        "ORDER BY created_at DESC LIMIT 20'\n"
-        "                or:  python examples/flask_app.py --show"
-    )
-
-
-async def show(dsn: str, limit: int = 20) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT created_at, action, user_id, metadata FROM user_audit_logs ORDER BY created_at DESC LIMIT $1", limit
-        )
-    finally:
-        await conn.close()
-    for row in reversed(rows):
-        print(f"{row['created_at']:%H:%M:%S} {row['action']:<26} user={row['user_id']}")
-        print("    " + json.dumps(json.loads(row["metadata"]), sort_keys=True))
-
-
 def shutdown(app: Flask) -> None:
     """Flush the audit writer and close the app's pool while the (embedded) server still runs."""
     wrapped = app.wsgi_app
@@ -232,13 +201,13 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print the latest audit rows and exit")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
-    dsn = database()
+    dsn = database(DATA_DIR)
     if args.demo or args.show:
         demo(dsn) if args.demo else asyncio.run(show(dsn))
-        print("\n" + how_to_look(dsn))
+        print("\n" + how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
         return
     app = create_app(dsn)
-    print(how_to_look(dsn))
+    print(how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
     print(
         f"try:  curl -X POST localhost:{args.port}/register -H 'content-type: application/json' "
         '-d \'{"email": "a@example.com", "password": "pw"}\''

@@ -27,18 +27,15 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the django_app package
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: audit_middleware
 
+import _audit_rows  # examples/: what the example apps share
+
 DATA_DIR = Path(__file__).resolve().parents[2] / ".audit-data"  # the clone's, like settings.py's SQLite file
-EMBEDDED = "AUDIT_DSN" not in os.environ  # else the audit rows go to the server it names
+EMBEDDED_IN = _audit_rows.embedded_in(DATA_DIR / "pg")  # read before database() sets $AUDIT_DSN
 
 
 def database() -> str:
-    dsn = os.environ.get("AUDIT_DSN")
-    if dsn:
-        return dsn
-    from audit_middleware._embedded import start_embedded
-
-    dsn, _server = start_embedded(DATA_DIR / "pg")
-    os.environ["AUDIT_DSN"] = dsn
+    dsn = _audit_rows.database(DATA_DIR / "pg")
+    os.environ["AUDIT_DSN"] = dsn  # what wsgi.py and asgi.py pass to the middleware
     return dsn
 
 
@@ -54,30 +51,8 @@ async def prepare_audit_table(dsn: str) -> None:
         await conn.close()
 
 
-async def show(dsn: str, limit: int = 20) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT created_at, action, user_id, metadata FROM user_audit_logs ORDER BY created_at DESC LIMIT $1", limit
-        )
-    finally:
-        await conn.close()
-    for row in reversed(rows):
-        metadata = json.loads(row["metadata"])
-        print(f"{row['created_at']:%H:%M:%S} {row['action']:<26} user={row['user_id'] or metadata.get('user_ref')}")
-        print("    " + json.dumps(metadata, sort_keys=True))
-
-
 def how_to_look(dsn: str) -> str:
-    where = f"embedded PostgreSQL, data in {(DATA_DIR / 'pg').resolve()}" if EMBEDDED else "$AUDIT_DSN"
-    return (
-        f"audit rows go to: {where}\n"
-        f"look at them with:  psql '{dsn}' -c 'SELECT created_at, action, user_id, metadata FROM user_audit_logs "
-        "ORDER BY created_at DESC LIMIT 20'\n"
-        "                or:  python examples/django_app/run.py --show"
-    )
+    return _audit_rows.how_to_look(dsn, "examples/django_app/run.py", EMBEDDED_IN)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -140,7 +115,7 @@ def serve_asgi(dsn: str, port: int, *, scripted: bool) -> None:
     demo(base)
     server.should_exit = True
     thread.join(30)  # lifespan shutdown: the writer has flushed
-    asyncio.run(show(dsn, 7))
+    asyncio.run(_audit_rows.show(dsn, 7))
     print("\n" + how_to_look(dsn))
 
 
@@ -154,7 +129,7 @@ def main() -> None:
     DATA_DIR.mkdir(exist_ok=True)
     dsn = database()
     if args.show:
-        asyncio.run(show(dsn))
+        asyncio.run(_audit_rows.show(dsn))
         return
     asyncio.run(prepare_audit_table(dsn))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
@@ -175,7 +150,7 @@ def main() -> None:
             demo(base)
             server.shutdown()
             application.close(10)  # flush before reading the rows back
-            asyncio.run(show(dsn, 7))
+            asyncio.run(_audit_rows.show(dsn, 7))
         else:
             print(how_to_look(dsn))
             print(f"serving on {base}; try:  curl -X POST {base}/accounts/login/ -d username=ann -d password=pw")
