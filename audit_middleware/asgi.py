@@ -23,7 +23,14 @@ from typing import Any
 from ._types_asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
 from .buffer import AuditWriter
 from .context import AUDITED_KEY, CONTEXT_KEY, INSTALLED_KEY, ROUTE_KEY, USER_KEY, AuditContext, current_carrier
-from .core import UNAVAILABLE_BODY, UNAVAILABLE_RETRY_AFTER, AuditCore, MiddlewareConfig, RequestInfo, ResponseInfo
+from .core import (
+    UNAVAILABLE_BODY,
+    UNAVAILABLE_RETRY_AFTER,
+    CoreMiddleware,
+    MiddlewareConfig,
+    RequestInfo,
+    ResponseInfo,
+)
 from .errors import WriterClosedError
 from .options import Exchange
 from .records import AuditEvent
@@ -40,7 +47,7 @@ _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
 
 
-class AuditMiddleware:
+class AuditMiddleware(CoreMiddleware):
     """Record an audit event for every mapped request (and the usual auth endpoints) of an ASGI app.
 
     Args:
@@ -112,17 +119,7 @@ class AuditMiddleware:
             processors=processors,
             strict_timeout=strict_timeout,
         )
-        self.core = AuditCore(config)
-        self.writer, self._owns_writer = self.core.make_writer()
-        self._unmapped = config.audit_unmapped
-        self._peek = config.max_response_peek
-        self._has_resolver = config.user_resolver is not None
-        self._strict_timeout = config.strict_timeout
-
-    @property
-    def config(self) -> MiddlewareConfig:
-        """The validated configuration."""
-        return self.core.config
+        self.writer, self._owns_writer = self._compile(config).make_writer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

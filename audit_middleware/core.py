@@ -40,7 +40,15 @@ from .records import MAX_ACTION_LENGTH, AuditEvent
 from .redaction import REDACTED, RedactionConfig, Redactor, build_chain
 from .routing import RouteMatch, RouteSpec, compile_routes
 
-__all__ = ["AuditCore", "HeaderPairs", "MiddlewareConfig", "RequestInfo", "ResponseInfo", "route_path"]
+__all__ = [
+    "AuditCore",
+    "CoreMiddleware",
+    "HeaderPairs",
+    "MiddlewareConfig",
+    "RequestInfo",
+    "ResponseInfo",
+    "route_path",
+]
 
 logger = logging.getLogger("audit_middleware.middleware")
 
@@ -81,6 +89,26 @@ class _RateLimited:
             self._last = now
             return True
         return False
+
+
+class CoreMiddleware:
+    """What the ASGI and WSGI middlewares both keep of their configuration: the compiled core and the
+    options they read on every request (plain attributes, no lookups through the config)."""
+
+    core: AuditCore
+
+    def _compile(self, config: MiddlewareConfig) -> AuditCore:
+        self.core = AuditCore(config)
+        self._unmapped = config.audit_unmapped
+        self._peek = config.max_response_peek
+        self._has_resolver = config.user_resolver is not None
+        self._strict_timeout = config.strict_timeout
+        return self.core
+
+    @property
+    def config(self) -> MiddlewareConfig:
+        """The validated configuration."""
+        return self.core.config
 
 
 class AuditCore:

@@ -37,6 +37,7 @@ from .core import (
     UNAVAILABLE_BODY,
     UNAVAILABLE_RETRY_AFTER,
     AuditCore,
+    CoreMiddleware,
     MiddlewareConfig,
     RequestInfo,
     ResponseInfo,
@@ -67,7 +68,7 @@ def _background(writer: Any, core: AuditCore) -> BackgroundWriter:
     )
 
 
-class AuditWSGIMiddleware:
+class AuditWSGIMiddleware(CoreMiddleware):
     """Record an audit event for every mapped request (and the usual auth endpoints) of a WSGI app.
 
     Same options, route mapping, preset, identity, redaction, outcome-aware actions and metadata
@@ -106,17 +107,7 @@ class AuditWSGIMiddleware:
         if not isinstance(trusted_proxies, str):
             trusted_proxies = tuple(trusted_proxies)
         config = MiddlewareConfig.from_options(dsn=dsn, routes=routes, trusted_proxies=trusted_proxies, **options)
-        self.core = AuditCore(config)
-        self.writer = _background(writer, self.core)
-        self._unmapped = config.audit_unmapped
-        self._peek = config.max_response_peek
-        self._has_resolver = config.user_resolver is not None
-        self._strict_timeout = config.strict_timeout
-
-    @property
-    def config(self) -> MiddlewareConfig:
-        """The validated configuration."""
-        return self.core.config
+        self.writer = _background(writer, self._compile(config))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until this process's recorded events are written (tests, scripts; not in a request)."""
