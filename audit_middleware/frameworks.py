@@ -121,8 +121,10 @@ class DjangoAuditMiddleware:
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+        from django.utils.functional import LazyObject, empty
 
         self.get_response = get_response
+        self._lazy, self._empty = LazyObject, empty  # imported once, not on every request
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -143,11 +145,26 @@ class DjangoAuditMiddleware:
         carrier = _django_carrier(request)
         if carrier is None:
             return await self.get_response(request)
-        _remember_user(carrier, await _django_user(request))
+        _remember_user(carrier, await self._user(request))
         response = await self.get_response(request)
-        _remember_user(carrier, await _django_user(request))
+        _remember_user(carrier, await self._user(request))
         _remember_route(carrier, request)
         return response
+
+    async def _user(self, request: Any) -> Any:
+        """``request.user`` without blocking the loop: as set (``login()``, ``logout()``) or evaluated, else loaded."""
+        user = getattr(request, "user", None)
+        if not isinstance(user, self._lazy):
+            return user
+        wrapped = user._wrapped  # the only way to know whether reading the user would run a query
+        if wrapped is not self._empty:
+            return wrapped
+        auser = getattr(request, "auser", None)  # Django 5+: cached per request
+        if auser is not None:
+            return await auser()
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(lambda: user.pk)()  # Django 4.2: evaluate it in a thread
 
 
 def _remember_route(carrier: MutableMapping[str, Any], request: Any) -> None:
@@ -155,21 +172,3 @@ def _remember_route(carrier: MutableMapping[str, Any], request: Any) -> None:
     template = _template(getattr(match, "route", None)) if match is not None else None
     if template is not None:
         carrier[ROUTE_KEY] = template
-
-
-async def _django_user(request: Any) -> Any:
-    """``request.user`` without blocking the loop: as set (by ``login()``/``logout()``, or evaluated), else loaded."""
-    from django.utils.functional import LazyObject, empty
-
-    user = getattr(request, "user", None)
-    if not isinstance(user, LazyObject):
-        return user
-    wrapped = user._wrapped  # the only way to know whether reading the user would run a query
-    if wrapped is not empty:
-        return wrapped
-    auser = getattr(request, "auser", None)  # Django 5+: cached per request
-    if auser is not None:
-        return await auser()
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(lambda: user.pk)()  # Django 4.2: evaluate it in a thread

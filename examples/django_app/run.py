@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -110,8 +111,8 @@ def serve_asgi(dsn: str, port: int, *, scripted: bool) -> None:
         return
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    while not server.started:
-        threading.Event().wait(0.05)
+    while not server.started and thread.is_alive():  # a server that failed to start ends its thread
+        time.sleep(0.05)
     demo(base)
     server.should_exit = True
     thread.join(30)  # lifespan shutdown: the writer has flushed
