@@ -53,3 +53,47 @@ async def timed_writer(dsn: str, n: int, batch_size: int, **options: Any) -> tup
     stats = writer.stats()
     assert stats.written == n, stats
     return (enqueued - start) / n * 1e6, n / (done - start)
+
+
+# -- the ceiling: what auditing would cost if parts of it were free ------------------------------
+
+CEILINGS = ("wrapper-only", "free-event")
+CEILING_HELP = (
+    "also run the audited app with parts of auditing made free (diagnostic, not the product): "
+    "'wrapper-only' builds no event at all (the request/response wrapping alone); 'free-event' replaces "
+    "building the redacted event with a ready one (wrapping, buffering and writing rows stay real)"
+)
+
+
+def apply_ceiling(mode: str | None) -> None:
+    """Make part of auditing free in this process, to measure what the rest costs (``CEILINGS``).
+
+    ``wrapper-only``: both middlewares still wrap every audited request but record nothing, so no
+    row is written. ``free-event``: ``AuditCore.build_event`` returns an already redacted login event
+    (``metadata(i)``, a new id each time) without looking at the request, so every request is still a
+    row. Neither is a configuration a user can choose: they bound what any faster redaction could gain.
+    """
+    if not mode:
+        return
+    from audit_middleware import AuditMiddleware, AuditWSGIMiddleware
+    from audit_middleware.core import AuditCore
+    from audit_middleware.records import AuditEvent
+
+    if mode == "wrapper-only":
+
+        def record_nothing(self: Any, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        AuditMiddleware._record = record_nothing  # type: ignore[method-assign]
+        AuditWSGIMiddleware._record = record_nothing  # type: ignore[method-assign]
+    elif mode == "free-event":
+        user = str(uuid.UUID(int=1))
+        made = [0]
+
+        def ready_event(self: Any, *args: Any, **kwargs: Any) -> AuditEvent:
+            made[0] += 1
+            return AuditEvent("login", user, metadata(made[0]))
+
+        AuditCore.build_event = ready_event  # type: ignore[method-assign]
+    else:
+        raise ValueError(f"unknown ceiling {mode!r}; expected one of {', '.join(CEILINGS)}")

@@ -2,7 +2,7 @@
 
 Usage:
     python bench/bench_asgi.py [--dsn DSN] [--app raw|fastapi] [--requests 20000] [--duration 10] [--connections 32]
-                               [--rounds 2] [--skip-http]
+                               [--rounds 2] [--skip-http] [--ceiling]
 
 Without --dsn (or AUDIT_DSN) an embedded PostgreSQL is started in a temporary directory. Rows go to
 the schema ``bench_asgi``, dropped at the end.
@@ -15,6 +15,10 @@ the schema ``bench_asgi``, dropped at the end.
     absent, a Python client in another process; variants bare / audited / naive (a middleware that
     awaits one INSERT per request). Reports requests/s and p99, and checks that every request the
     app handled is a row in the table (the server counts them and writes the count at shutdown).
+
+With ``--ceiling`` two diagnostic variants join the HTTP runs: ``wrapper-only`` (the middleware wraps
+every request but builds no event) and ``free-event`` (building the redacted event costs nothing; the
+buffer and the writer stay real). They bound what any faster event building could ever gain.
 
 Each HTTP variant runs ``--duration`` seconds, ``--rounds`` times, the variants alternating; the
 summary gives each variant's best and median as a fraction of bare's. The whole run is bounded.
@@ -42,6 +46,8 @@ from urllib.parse import parse_qsl
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import CEILING_HELP, CEILINGS, apply_ceiling
 
 from audit_middleware import AuditMiddleware, AuditWriter, init_db
 from audit_middleware.testing import MemorySink
@@ -231,7 +237,9 @@ def serve(variant: str, port: int, dsn: str, count_file: str, kind: str) -> None
 
     counter = [0]
     app: Any = fastapi_login_app(counter) if kind == "fastapi" else login_app(counter)
-    if variant == "audited":
+    if variant in CEILINGS:
+        apply_ceiling(variant)
+    if variant == "audited" or variant in CEILINGS:
         app = AuditMiddleware(app, dsn=dsn, writer_options={"schema": SCHEMA})
     elif variant == "naive":
         app = NaiveAuditMiddleware(app, dsn)
@@ -345,13 +353,15 @@ def wait_port(port: int, timeout: float = 20) -> None:
 VARIANTS = ("bare", "audited", "naive")
 
 
-def over_http(dsn: str, duration: int, connections: int, tmp: Path, kind: str, rounds: int) -> list[dict[str, Any]]:
+def over_http(
+    dsn: str, duration: int, connections: int, tmp: Path, kind: str, rounds: int, variants: tuple[str, ...] = VARIANTS
+) -> list[dict[str, Any]]:
     """Every variant once per round, alternating (a noisy neighbour hurts all alike); one result per run."""
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT)
     use_wrk = shutil.which("wrk") is not None
     results = []
-    for n, variant in ((n, v) for _ in range(rounds) for n, v in enumerate(VARIANTS)):
+    for n, variant in ((n, v) for _ in range(rounds) for n, v in enumerate(variants)):
         asyncio.run(truncate(dsn))
         port, count_file = 18200 + n, tmp / f"{variant}.count"
         root = str(Path(__file__).resolve().parents[1])
@@ -402,17 +412,19 @@ def over_http(dsn: str, duration: int, connections: int, tmp: Path, kind: str, r
 def report_http(results: list[dict[str, Any]]) -> None:
     """Each run, then per variant the best and the median requests/s as a fraction of bare's."""
     for r in results:
-        ok = r["rows"] == r["app handled"] if r["variant"] != "bare" else r["rows"] == 0
+        ok = r["rows"] == r["app handled"] if r["variant"] not in ("bare", "wrapper-only") else r["rows"] == 0
         print(
-            f"  {r['variant']:<8} {r['requests/s']:>8} req/s  p99 {r['p99 ms']:>7} ms  "
+            f"  {r['variant']:<12} {r['requests/s']:>8} req/s  p99 {r['p99 ms']:>7} ms  "
             f"handled {r['app handled']:>7}  rows {r['rows']:>7}  {'every request accounted for' if ok else 'MISMATCH'}"
         )
-    rates = {v: [r["requests/s"] for r in results if r["variant"] == v] for v in VARIANTS}
+    rates = {
+        v: [r["requests/s"] for r in results if r["variant"] == v] for v in dict.fromkeys(r["variant"] for r in results)
+    }
     best_bare, median_bare = max(rates["bare"]) or 1, statistics.median(rates["bare"]) or 1
     for variant, values in rates.items():
         p99 = statistics.median(r["p99 ms"] for r in results if r["variant"] == variant)
         print(
-            f"  {variant:<8} best {max(values):>6} req/s ({max(values) / best_bare:.2f} of bare), "
+            f"  {variant:<12} best {max(values):>6} req/s ({max(values) / best_bare:.2f} of bare), "
             f"median {statistics.median(values):>8.0f} req/s ({statistics.median(values) / median_bare:.2f} of bare), "
             f"median p99 {p99:.2f} ms"
         )
@@ -447,7 +459,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="HTTP runs per variant, alternating")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--app", choices=("raw", "fastapi"), default="raw", help="the login app: raw ASGI or FastAPI")
-    parser.add_argument("--serve", choices=("bare", "audited", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", action="store_true", help=CEILING_HELP)
+    parser.add_argument("--serve", choices=(*VARIANTS, *CEILINGS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -471,7 +484,8 @@ def main() -> None:
                     f"(b) over HTTP, {args.app} app, {args.duration}s per variant, {args.connections} connections, "
                     f"{args.rounds} rounds (variants alternate)"
                 )
-                report_http(over_http(dsn, args.duration, args.connections, Path(tmp), args.app, args.rounds))
+                variants = (*VARIANTS, *CEILINGS) if args.ceiling else VARIANTS
+                report_http(over_http(dsn, args.duration, args.connections, Path(tmp), args.app, args.rounds, variants))
         finally:
             asyncio.run(drop(dsn))
 

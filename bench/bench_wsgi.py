@@ -2,7 +2,7 @@
 
 Usage:
     python bench/bench_wsgi.py [--dsn DSN] [--workers 2] [--duration 5] [--connections 8] [--rounds 2]
-                               [--in-process 5000]
+                               [--in-process 5000] [--ceiling]
 
 Without --dsn (or AUDIT_DSN) it starts an embedded PostgreSQL in a temporary directory; rows go to
 a schema of its own, dropped at the end. Bare and audited runs alternate (same gunicorn worker count
@@ -10,6 +10,9 @@ and load); the load generator is wrk (Debian's ``wrk`` package) when installed, 
 client in another process. Every audited gunicorn is stopped with SIGTERM (the workers flush at
 exit) and the table must hold exactly one row per login request the app served. Reports requests/s
 and p99 per run, the best and median of each mode, and the audited/bare ratio (target >= 0.90).
+With ``--ceiling`` two diagnostic modes join the rounds: ``wrapper-only`` (the middleware wraps every
+request but builds no event) and ``free-event`` (building the redacted event costs nothing; buffer and
+writer thread stay real): what the audited ratio could reach if event building were free.
 
 First, in process (no HTTP, no gunicorn): the app's WSGI callable called directly, bare and
 audited, in µs per login request; the audited time includes flushing every event to the table.
@@ -39,6 +42,8 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import CEILING_HELP, CEILINGS
 
 from audit_middleware import init_db
 
@@ -130,11 +135,13 @@ def run_python(url: str, duration: float, connections: int) -> tuple[float, floa
     return result["done"] / duration, p99, result["done"]
 
 
-def one_run(audited: bool, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+def one_run(mode: str, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One gunicorn run: ``mode`` is bare, audited, or a ceiling (audited with part of auditing free)."""
     port = free_port()
     counts = Path(tempfile.mkdtemp(prefix="bench-wsgi-counts-"))
-    env = {**os.environ, "BENCH_AUDIT": "1" if audited else "0", "AUDIT_DSN": dsn, "BENCH_SCHEMA": SCHEMA}
+    env = {**os.environ, "BENCH_AUDIT": "0" if mode == "bare" else "1", "AUDIT_DSN": dsn, "BENCH_SCHEMA": SCHEMA}
     env["BENCH_COUNTS"] = str(counts)
+    env["BENCH_CEILING"] = mode if mode in CEILINGS else ""
     command = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}"]
     command += ["--chdir", str(BENCH_DIR), "--log-level", "warning", "--graceful-timeout", "30", "flask_login_app:app"]
     process = subprocess.Popen(command, env=env)
@@ -151,7 +158,7 @@ def one_run(audited: bool, dsn: str, args: argparse.Namespace) -> dict[str, Any]
             process.wait()
     served = sum(int(p.read_text()) for p in counts.iterdir())
     shutil.rmtree(counts)
-    return {"mode": "audited" if audited else "bare", "rps": rps, "p99_ms": p99, "done": done, "served": served}
+    return {"mode": mode, "rps": rps, "p99_ms": p99, "done": done, "served": served}
 
 
 def environ_for_login(body: bytes) -> dict[str, Any]:
@@ -264,6 +271,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="bare/audited pairs (at most 5)")
     parser.add_argument("--in-process", type=int, default=5000, help="requests per in-process run (0: skip)")
     parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
+    parser.add_argument("--ceiling", action="store_true", help=CEILING_HELP)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run the Python load client
     args = parser.parse_args()
     args.duration = min(max(args.duration, 1.0), 60.0)
@@ -289,12 +297,13 @@ def main() -> int:
         load = "wrk" if shutil.which("wrk") and not args.python_client else "python client"
         print(f"gunicorn --workers {args.workers} (sync), {load}, {args.connections} connections, {args.duration:g}s")
         results = []
+        modes = ("bare", "audited", *CEILINGS) if args.ceiling else ("bare", "audited")
         for _ in range(args.rounds):
-            for audited in (False, True):
-                result = one_run(audited, dsn, args)
+            for mode in modes:
+                result = one_run(mode, dsn, args)
                 results.append(result)
                 print(
-                    f"  {result['mode']:<8} {result['rps']:9.1f} req/s  p99 {result['p99_ms']:7.2f} ms  "
+                    f"  {result['mode']:<12} {result['rps']:9.1f} req/s  p99 {result['p99_ms']:7.2f} ms  "
                     f"completed {result['done']:6d}  served {result['served']:6d}"
                 )
         rows = asyncio.run(count_rows(dsn, drop=True))
@@ -303,13 +312,19 @@ def main() -> int:
             server.cleanup()
     best = {mode: max(r["rps"] for r in results if r["mode"] == mode) for mode in ("bare", "audited")}
     median = {mode: statistics.median(r["rps"] for r in results if r["mode"] == mode) for mode in ("bare", "audited")}
-    served = sum(r["served"] for r in results if r["mode"] == "audited")
+    served = sum(r["served"] for r in results if r["mode"] in ("audited", "free-event"))  # wrapper-only: no rows
     ratio = best["audited"] / best["bare"]
     print(f"best bare {best['bare']:.1f} req/s, best audited {best['audited']:.1f} req/s: ratio {ratio:.3f} (>= 0.90)")
     print(
         f"median bare {median['bare']:.1f}, median audited {median['audited']:.1f}: ratio "
         f"{median['audited'] / median['bare']:.3f} (a loaded machine moves single runs by far more than 10%)"
     )
+    for mode in CEILINGS if args.ceiling else ():
+        rates = [r["rps"] for r in results if r["mode"] == mode]
+        print(
+            f"ceiling {mode}: best {max(rates):.1f} req/s ({max(rates) / best['bare']:.3f} of bare), "
+            f"median {statistics.median(rates):.1f} ({statistics.median(rates) / median['bare']:.3f} of bare)"
+        )
     print(f"audited login requests served {served}, rows in the table {rows}: {'OK' if rows == served else 'MISMATCH'}")
     return 0 if rows == served and ratio >= 0.90 else 1
 

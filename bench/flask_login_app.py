@@ -18,6 +18,8 @@ from flask.typing import ResponseReturnValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import apply_ceiling
+
 from audit_middleware import AuditWSGIMiddleware
 
 SALT = b"bench-salt"
@@ -55,6 +57,7 @@ def _write_count() -> None:
 atexit.register(_write_count)
 
 if os.environ.get("BENCH_AUDIT") == "1":
+    apply_ceiling(os.environ.get("BENCH_CEILING"))  # bench_wsgi.py --ceiling: part of auditing made free
     app.wsgi_app = AuditWSGIMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, dsn=os.environ["AUDIT_DSN"], writer_options={"schema": os.environ["BENCH_SCHEMA"]}
     )
