@@ -2,16 +2,17 @@
 
 Used by :class:`audit_middleware.redaction.Redactor`; kept apart so the rules can be read in one place.
 
-Keys are matched after normalisation (lower-cased, ``_ - . space`` removed; non-ASCII keys NFKC-folded
-without zero-width characters), so ``newPassword``, ``new_password`` and ``New-Password`` are the same
-key. Three kinds of default rules:
+Keys are matched after normalisation (lower-cased, ``_ - . space [ ]`` removed; non-ASCII keys NFKC-folded
+without zero-width characters), so ``newPassword``, ``new_password``, ``New-Password`` and the nested form
+key ``new[password]`` are the same key. Three kinds of default rules:
 
 * stems matched anywhere in the normalised key (:data:`DEFAULT_DENY_STEMS`: ``password``, ``secret``,
   ``token``...);
 * short words matched only as a whole word of the key, split on separators and camelCase
-  (:data:`DEFAULT_DENY_WORDS`: ``pin``, ``otp``, ``ssn``...), so ``card_pin`` and ``userPass`` are
-  redacted but ``spinner``, ``passport_country`` and ``passenger`` are not;
-* whole keys (the rest of :data:`DEFAULT_DENY_KEYS`: ``code``, ``session``, ``salt``, ``signature``...).
+  (:data:`DEFAULT_DENY_WORDS`: ``pin``, ``otp``, ``ssn``, ``jwt``, ``signature``...), so ``card_pin``,
+  ``userPass`` and ``X-Amz-Signature`` are redacted but ``spinner``, ``passport_country`` and
+  ``passenger`` are not;
+* whole keys (the rest of :data:`DEFAULT_DENY_KEYS`: ``code``, ``session``, ``salt``, ``sig``...).
   ``code`` is denied as a whole key because on the routes we audit it is an OAuth authorization code
   or a one-time code; ``country_code`` and ``zip_code`` are kept.
 
@@ -55,23 +56,27 @@ DEFAULT_DENY_STEMS: frozenset[str] = frozenset(
     {
         "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey", "privatekey",
         "signingkey", "encryptionkey", "cardnumber", "creditcard", "ccnum", "authorization", "cookie",
-        "csrf", "xsrf", "credential", "socialsecurity",
+        "csrf", "xsrf", "credential", "socialsecurity", "securityanswer", "backupcode", "recoverycode",
+        "oauthverifier",
     }
 )  # fmt: skip
 DEFAULT_DENY_WORDS: frozenset[str] = frozenset(
-    {"pass", "pwd", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc"}
-)
+    {
+        "pass", "pwd", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc", "ccv", "jwt", "hmac",
+        "bearer", "signature",
+    }
+)  # fmt: skip
 DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | frozenset(
     {
-        "code", "authcode", "mfacode", "otpcode", "verificationcode", "recoverycode", "backupcode", "resetcode",
+        "code", "authcode", "mfacode", "otpcode", "verificationcode", "resetcode",
         "securitycode", "confirmationcode", "twofactorcode", "2facode", "codeverifier", "session", "sessionkey",
-        "sessionid", "sessid", "phpsessid", "jsessionid", "auth", "salt", "hash", "signature", "sig", "pan", "iban",
+        "sessionid", "sessid", "phpsessid", "jsessionid", "auth", "salt", "hash", "sig", "pan", "iban",
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13
-_SEPARATORS = str.maketrans("", "", "_-. ")
+_SEPARATORS = str.maketrans("", "", "_-. []")  # brackets: nested form keys (card[number] is card_number)
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # One regex per detector, each run only when a cheap substring test says it could match: a combined

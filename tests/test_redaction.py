@@ -59,6 +59,13 @@ def redactor() -> Redactor:
         "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", "pass\u200bword", "card\u00adPIN",
         # integrity material
         "signature", "salt", "hash", "password_hash",
+        # signatures of signed URLs and webhooks, as a word of the key
+        "X-Amz-Signature", "X-Goog-Signature", "webhook_signature", "requestSignature",
+        # credentials named for what they carry, and second factors
+        "jwt", "id_jwt", "hmac", "hmacDigest", "bearer", "oauth_verifier", "ccv", "backup_codes", "recovery_codes",
+        "security_answer", "securityAnswers",
+        # nested form keys in bracket notation (Rails, PHP, qs): card[number] is card_number
+        "card[number]", "payment[card][number]", "user[security_answer]",
     ],
 )  # fmt: skip
 def test_sensitive_keys_are_recognised(redactor: Redactor, key: str) -> None:
@@ -90,6 +97,7 @@ def test_ordinary_keys_are_not_redacted(redactor: Redactor, key: str) -> None:
         ("new_password", "newpassword"),
         ("New-Password", "newpassword"),
         ("x.api key", "xapikey"),
+        ("card[number]", "cardnumber"),
     ],
 )
 def test_normalise_key(key: str, expected: str) -> None:
@@ -482,6 +490,16 @@ def test_query(redactor: Redactor, raw: bytes | str, expected: dict[str, Any]) -
     assert redactor.query(raw) == expected
 
 
+def test_bracketed_form_keys_are_judged_like_their_flat_spelling(redactor: Redactor) -> None:
+    body = b"user%5Bemail%5D=a%40example.com&user%5Bsecurity_answer%5D=fluffy&card%5Bnumber%5D=12345678"
+    out = redactor.body("application/x-www-form-urlencoded", body, complete=True)
+    assert out["fields"] == {
+        "user[email]": "a@example.com",
+        "user[security_answer]": REDACTED,
+        "card[number]": REDACTED,
+    }
+
+
 def test_query_caps_number_of_fields() -> None:
     redactor = Redactor(RedactionConfig(max_items=2))
     assert redactor.query(b"a=1&b=2&c=3&d=4") == {"a": "1", "b": "2", TRUNCATED: 2}
@@ -502,6 +520,12 @@ def test_query_caps_number_of_fields() -> None:
         ("https://[::1", "https://[::1"),
         ("not a url", "not a url"),
         (f"https://example.com/{JWT}", f"https://example.com/{REDACTED}"),
+        # a presigned URL grants access until it expires: its signature and credential are secrets
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261126&X-Amz-Expires=60"
+            "&X-Amz-Signature=9f2b6c",
+            f"https://b.s3.amazonaws.com/k?X-Amz-Credential={REDACTED}&X-Amz-Expires=60&X-Amz-Signature={REDACTED}",
+        ),
     ],
 )
 def test_url(redactor: Redactor, url: str, expected: str) -> None:
