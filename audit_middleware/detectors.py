@@ -21,8 +21,9 @@ Value detectors (:func:`mask_secrets`) find secrets in any string: HTTP
 credentials (base64 of ``user:password``), JWTs (``eyJ...`` segments), PEM private keys (``-----BEGIN ...
 PRIVATE KEY-----`` to its END line, or to the end of the string when cut), URL userinfo
 (``scheme://user:password@``), provider API keys with a known prefix (AWS ``AKIA``/``ASIA``, GitHub
-``ghp_``/``github_pat_``, GitLab ``glpat-``, Slack ``xox?-``, Stripe ``sk_live_``/``rk_``/``pk_``, Google
-``AIza``, npm ``npm_``, ``sk-`` keys) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
+``ghp_``/``github_pat_``, GitLab ``glpat-``, Slack ``xox?-`` and the secret path of ``hooks.slack.com``
+webhook URLs, Stripe ``sk_live_``/``rk_``/``pk_``/``whsec_``, Google ``AIza`` and ``ya29.`` OAuth tokens,
+SendGrid ``SG.``, npm ``npm_``, ``sk-`` keys) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
 (Mastercard, Visa, Amex, Diners, Discover, JCB, UnionPay) and passing Luhn.
 Only the matched part is replaced.
 """
@@ -57,7 +58,7 @@ DEFAULT_DENY_STEMS: frozenset[str] = frozenset(
         "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey", "privatekey",
         "signingkey", "encryptionkey", "cardnumber", "creditcard", "ccnum", "authorization", "cookie",
         "csrf", "xsrf", "credential", "socialsecurity", "securityanswer", "backupcode", "recoverycode",
-        "oauthverifier",
+        "oauthverifier", "accountkey",
     }
 )  # fmt: skip
 DEFAULT_DENY_WORDS: frozenset[str] = frozenset(
@@ -73,6 +74,7 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "sessionid", "sessid", "phpsessid", "jsessionid", "auth", "salt", "hash", "sig", "pan", "iban",
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
+        "sharedaccesskey",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13
@@ -86,14 +88,19 @@ _URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/
 _JWT = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?")
 _SCHEME_CREDENTIALS = re.compile(r"\b((?i:bearer|basic|token|digest))[ \t]+([A-Za-z0-9\-._~+/]+=*)")
 _SCHEMES = ("bearer", "basic", "token", "digest")
-# Provider API keys with a recognisable prefix: AWS access key ids, GitHub, GitLab, Slack, Stripe,
-# Google, npm, OpenAI/Anthropic-style "sk-" keys.
+# Provider API keys with a recognisable prefix: AWS access key ids, GitHub, GitLab, Slack (tokens and
+# webhook URLs' secret path), Stripe (API keys, webhook signing secrets), Google (API keys, OAuth access
+# tokens), SendGrid, npm, OpenAI/Anthropic-style "sk-" keys.
 _VENDOR_KEY = re.compile(
     r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_\-]{20,}"
     r"|xox[abprs]-[A-Za-z0-9\-]{10,}|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_\-]{35}|npm_[A-Za-z0-9]{36}"
-    r"|sk-(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,})"
+    r"|sk-(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{24,}|ya29\.[0-9A-Za-z_\-]{20,}"
+    r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,})"
 )
-_VENDOR_PREFIXES = ("AKIA", "ASIA", "gh", "glpat-", "xox", "k_live_", "k_test_", "AIza", "npm_", "sk-")
+_VENDOR_PREFIXES = (
+    "AKIA", "ASIA", "gh", "github_pat_", "glpat-", "xox", "k_live_", "k_test_", "AIza", "npm_", "sk-", "whsec_",
+    "ya29.", "SG.", "hooks.slack.com/",
+)  # fmt: skip
 _SHORTEST_VENDOR_KEY = 20
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")

@@ -66,6 +66,8 @@ def redactor() -> Redactor:
         "security_answer", "securityAnswers",
         # nested form keys in bracket notation (Rails, PHP, qs): card[number] is card_number
         "card[number]", "payment[card][number]", "user[security_answer]",
+        # cloud storage keys
+        "AccountKey", "azure_storage_account_key", "SharedAccessKey",
     ],
 )  # fmt: skip
 def test_sensitive_keys_are_recognised(redactor: Redactor, key: str) -> None:
@@ -292,6 +294,23 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
         ("AIza" + "SyA-1234567890abcdefghijklmnopqrstu", REDACTED),
         ("npm_" + "a" * 36, REDACTED),
         ("sk-proj-abcdefghijklmnopqrstuvwxyz012345", REDACTED),
+        ("github_pat_" + "a1" * 20, REDACTED),  # no "gh" inside: the prefix itself must be enough
+        ("whsec_" + "A1b2" * 8, REDACTED),  # Stripe webhook signing secret
+        ("ya29.a0AfH6SMBx" + "a1" * 30, REDACTED),  # Google OAuth access token
+        ("SG." + "a1" * 11 + "." + "b2" * 21 + "c", REDACTED),  # SendGrid
+        (
+            "posting to https://hooks.slack.com/services/T0123ABCD/B0123ABCD/abcdefghijklmnopqrstuvwx",
+            f"posting to https://hooks.slack.com/{REDACTED}",
+        ),
+        # connection strings: Azure storage and Service Bus keys
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=abc123==;EndpointSuffix=core.windows.net",
+            f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={REDACTED};EndpointSuffix=core.windows.net",
+        ),
+        (
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=abc123=",
+            f"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey={REDACTED}",
+        ),
         # sensitive pairs of URLs and query strings inside free text
         ("see https://x.example/cb?code=abc&state=1", f"see https://x.example/cb?code={REDACTED}&state=1"),
         ("password=hunter2", f"password={REDACTED}"),
@@ -341,6 +360,9 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "AKIA is not a key",
         "sk-learn-is-a-python-library-name",
         "heyJude.singalong.tonight",
+        "whsec_ is the prefix of Stripe signing secrets",
+        "SG.2024 results are in",
+        "https://hooks.slack.com/ is where webhooks go",
     ],
 )
 def test_value_detectors_leave_ordinary_strings_alone(redactor: Redactor, value: str) -> None:
