@@ -62,9 +62,17 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value pairs can match (cards need 13 digits)
+_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value and key: value can match (cards need 13 digits)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
+# "key: value" fields in free text: JSON or a dict kept as a string ({"password":"x"}, {'pin': '1'}), one level
+# of escaped JSON ({\"token\":\"x\"}), GraphQL inline arguments (password: "x"), YAML-like lines. Groups: the
+# key's quote, the key, the separator, the value (quoted, possibly cut before its closing quote, or bare).
+_EMBEDDED_FIELD = re.compile(
+    r"""(?<![\w"'\\])(\\?["']|)([A-Za-z_][\w\-.\[\]]{0,63})\1(\s*:\s*)"""
+    r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^\s,;)}\]"'\\][^\s,;)}\]]*)""",
+    re.S,
+)
 _KEY_CACHE_SIZE = 4096
 _MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
 _HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
@@ -113,8 +121,8 @@ class RedactionConfig:
             are kept; the rest are counted under a ``TRUNCATED`` key / item.
         max_string: strings longer than this are cut and end with ``...[TRUNCATED]``.
         detect_values: run the value detectors (bearer/basic credentials, JWTs, PEM private keys, URL
-            credentials, provider API keys, sensitive ``key=value`` pairs, Luhn-valid card numbers) on
-            every string.
+            credentials, provider API keys, sensitive ``key=value`` pairs and ``key: value`` fields,
+            Luhn-valid card numbers) on every string.
     """
 
     deny_keys: Collection[str] = ()
@@ -243,7 +251,7 @@ class Redactor:
         if type(value) is not str and not isinstance(value, str):
             value = str(value)  # never raise on a caller's odd value
         if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
-            if self._detect and (len(value) >= _SHORTEST_SCAN or "://" in value or "eyJ" in value or "=" in value):
+            if self._detect and (len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value):
                 return self._mask(value)
             return value
         if len(value) > self._window:
@@ -272,16 +280,27 @@ class Redactor:
         return self._walk(data, 0, True)
 
     def _mask(self, value: str) -> str:
-        """The value detectors, plus sensitive ``key=value`` pairs of URLs and query strings in free text."""
+        """The value detectors, plus sensitive ``key=value`` pairs (URLs, query strings) and ``key: value``
+        fields (embedded JSON, GraphQL arguments) in free text."""
         value = mask_secrets(value)
         if "=" in value:
             value = _EMBEDDED_PAIR.sub(self._embedded_pair, value)
+        if ":" in value:
+            value = _EMBEDDED_FIELD.sub(self._embedded_field, value)
         return value
 
     def _embedded_pair(self, match: re.Match[str]) -> str:
         if self.is_sensitive_key(unquote_plus(match.group(2), errors="replace")):
             return match.group(1) + match.group(2) + "=" + REDACTED
         return match.group()
+
+    def _embedded_field(self, match: re.Match[str]) -> str:
+        quote, key, separator, value = match.groups()
+        if not self.is_sensitive_key(key):
+            return match.group()
+        opening = value[:2] if value.startswith('\\"') else value[:1] if value[:1] in "\"'" else ""
+        closing = opening if len(value) > len(opening) and value.endswith(opening) else ""
+        return quote + key + quote + separator + opening + REDACTED + closing
 
     def _key(self, key: Any) -> tuple[str, int]:
         """Cleaned key and what happens to its value: ``_DENIED``, ``_KEPT`` or ``_HIDDEN`` (allowlist miss)."""

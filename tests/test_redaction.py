@@ -316,6 +316,19 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
         ("password=hunter2", f"password={REDACTED}"),
         ("retry with pin=1234 now", f"retry with pin={REDACTED} now"),
         ("a=1&client_secret=s&b=2", f"a=1&client_secret={REDACTED}&b=2"),
+        # sensitive "key: value" fields inside free text: JSON or a Python dict kept as a string, GraphQL
+        # inline arguments, YAML-like lines, one level of escaped JSON
+        ('{"password":"hunter2","user":"al"}', f'{{"password":"{REDACTED}","user":"al"}}'),
+        ('{"token": "a,b c", "n": 1}', f'{{"token": "{REDACTED}", "n": 1}}'),
+        ("{'password': 'hunter2'}", f"{{'password': '{REDACTED}'}}"),
+        (
+            'mutation { login(email: "a@b.c", password: "hunter2") { token } }',
+            f'mutation {{ login(email: "a@b.c", password: "{REDACTED}") {{ token }} }}',
+        ),
+        ("password: hunter2", f"password: {REDACTED}"),
+        ("pin: 1234", f"pin: {REDACTED}"),
+        ('{\\"password\\":\\"hun,ter2\\"}', f'{{\\"password\\":\\"{REDACTED}\\"}}'),
+        ('{"password": "cut off', f'{{"password": "{REDACTED}'),
         # card numbers passing Luhn, with or without separators
         ("4111111111111111", REDACTED),
         ("card 4111 1111 1111 1111 exp 12/30", f"card {REDACTED} exp 12/30"),
@@ -363,6 +376,14 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "whsec_ is the prefix of Stripe signing secrets",
         "SG.2024 results are in",
         "https://hooks.slack.com/ is where webhooks go",
+        # colons that are not a sensitive field
+        "https://example.com:8443/x",
+        "12:00:00",
+        "note: remember the milk",
+        '{"user": "al", "n": 1}',
+        "ratio 3:4",
+        "passport: FR",
+        "listen on [::1]:8080",
     ],
 )
 def test_value_detectors_leave_ordinary_strings_alone(redactor: Redactor, value: str) -> None:
