@@ -63,8 +63,8 @@ DEFAULT_DENY_STEMS: frozenset[str] = frozenset(
 )  # fmt: skip
 DEFAULT_DENY_WORDS: frozenset[str] = frozenset(
     {
-        "pass", "pwd", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc", "ccv", "jwt", "hmac",
-        "bearer", "signature",
+        "pass", "pwd", "pw", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc", "ccv", "jwt",
+        "hmac", "bearer", "signature",
     }
 )  # fmt: skip
 DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | frozenset(

@@ -73,6 +73,11 @@ _EMBEDDED_FIELD = re.compile(
     r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^\s,;)}\]"'\\][^\s,;)}\]]*)""",
     re.S,
 )
+# A secret sent as a name/value pair ({"name": "password", "value": "x"}: jQuery serializeArray, form builders,
+# Keycloak's {"type": "password", "value": ...}): the value entries go when a name entry names a secret.
+_PAIR_VALUES = frozenset({"value", "values", "val", "Value", "Values"})
+_PAIR_NAMES = ("name", "key", "field", "type", "param", "parameter", "id", "label", "Name", "Key", "Field", "Type")
+_MAX_PAIR_NAME = 64
 _KEY_CACHE_SIZE = 4096
 _MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
 _HEADER_CACHE_SIZE = 1024  # header values remembered (per kind); cleared when full
@@ -365,7 +370,18 @@ class Redactor:
                 break
             name, status = self._key(key)
             out[name] = REDACTED if status is _DENIED else self._walk(item, depth + 1, status is _KEPT)
+        if not _PAIR_VALUES.isdisjoint(out):
+            self._redact_pair(value, out)
         return out
+
+    def _redact_pair(self, value: Mapping[Any, Any], out: dict[str, Any]) -> None:
+        """Redact the value entries of a name/value pair whose name entry names a secret."""
+        for name_key in _PAIR_NAMES:
+            name = value.get(name_key)
+            if type(name) is str and len(name) <= _MAX_PAIR_NAME and self.is_sensitive_key(name):
+                for key in _PAIR_VALUES.intersection(out):
+                    out[key] = REDACTED
+                return
 
     def _walk_list(self, value: Sequence[Any], depth: int, keep: bool) -> list[Any]:
         limit = self._max_items

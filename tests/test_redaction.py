@@ -53,7 +53,7 @@ def redactor() -> Redactor:
         "otp", "OTP", "totp", "mfa_code", "otp_code", "verification_code", "code", "recovery_code",
         "code_verifier",
         # cards and identity numbers
-        "pin", "card_pin", "cardPIN", "cvv", "cvc", "CVV2", "card_number", "cardNumber", "cardnumber",
+        "pin", "pw", "new_pw", "card_pin", "cardPIN", "cvv", "cvc", "CVV2", "card_number", "cardNumber", "cardnumber",
         "credit_card", "creditCardNumber", "ccnum", "cc_number", "ssn", "SSN", "social_security_number", "iban",
         # Unicode disguises: fullwidth letters, zero-width characters
         "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", "pass\u200bword", "card\u00adPIN",
@@ -153,6 +153,23 @@ def test_mapping_keeps_keys_and_replaces_secret_values(redactor: Redactor) -> No
         "grants": [{"access_token": REDACTED}, {"refresh_token": REDACTED}],
         "client_secret": REDACTED,
     }
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        {"name": "password", "value": "hunter2"},  # jQuery serializeArray, form builders
+        {"type": "password", "value": "hunter2", "temporary": False},  # Keycloak credentials
+        {"key": "api_key", "value": "hunter2"},
+        {"Name": "client_secret", "Value": "hunter2"},
+        {"field": "pin", "values": ["hunter2"]},
+    ],
+)
+def test_a_secret_given_as_a_name_value_pair_is_redacted(redactor: Redactor, pair: dict[str, Any]) -> None:
+    out = redactor.mapping({"fields": [{"name": "email", "value": "a@example.com"}, pair]})
+    assert out["fields"][0] == {"name": "email", "value": "a@example.com"}
+    assert "hunter2" not in repr(out)
+    assert set(out["fields"][1]) == set(pair)  # keys kept, the name too: it says which secret was sent
 
 
 def test_mapping_applies_value_detectors_under_any_key(redactor: Redactor) -> None:
