@@ -18,6 +18,7 @@ logged (rate-limited), counted in ``AuditCore.errors`` and still yields a minima
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger("audit_middleware.middleware")
 
-MSG_AUDIT_FAILED = "auditing %s %s failed (%s: %s); recorded a minimal event (%s failures so far)"
+MSG_AUDIT_FAILED = "auditing %s %s failed (%s); recorded a minimal event (%s failures so far)"
 MSG_HOOK_FAILED = "audit %s failed (%s: %s); the request is unaffected (%s failures so far)"
 WARN_EVERY = 10.0
 MAX_USER_AGENT = 512
@@ -65,6 +66,18 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 
 def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The exception's class and where it was raised (``ValueError at views.py:42 in login``), never its
+    message: a failure while handling a request's captured content can quote that content."""
+    tb = exc.__traceback__
+    if tb is None:
+        return type(exc).__name__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{type(exc).__name__} at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
 
 
 def _identifier_from(body: Any) -> str | None:
@@ -374,7 +387,7 @@ class AuditCore:
         self.errors += 1
         if self._warn.ready():
             logger.warning(
-                MSG_AUDIT_FAILED, request.method, match.key if match else "-", type(exc).__name__, exc, self.errors
+                MSG_AUDIT_FAILED, request.method, match.key if match else "-", describe_failure(exc), self.errors
             )
         if action is None:
             spec_action = match.spec.action if match is not None and match.spec is not None else None

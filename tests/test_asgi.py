@@ -503,6 +503,22 @@ async def test_failure_inside_auditing_still_records_a_minimal_event(writer: Aud
     sink.assert_no_secret(PASSWORD)
 
 
+async def test_a_failure_inside_auditing_is_logged_by_where_it_happened_never_by_its_message(
+    writer: AuditWriter, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    def action_from_body(request: Any, response: Any) -> str:
+        return str(int(request.body))  # fails on this body, and the error message quotes it
+
+    app = wrap(ok_app(), writer, routes={"POST /x": action_from_body})
+    with caplog.at_level(logging.WARNING, "audit_middleware"):
+        async with client(app) as c:
+            await c.post("/x", content=PASSWORD.encode(), headers={"content-type": "text/plain"})
+    await writer.flush()
+    assert sink.events[0].metadata["_audit"]["error"] == "ValueError"
+    assert "ValueError at test_asgi.py:" in caplog.text and "in action_from_body" in caplog.text
+    assert PASSWORD not in caplog.text
+
+
 async def test_recording_after_the_writer_closed_never_fails_the_request(writer: AuditWriter, sink: MemorySink) -> None:
     app = wrap(ok_app(), writer)
     await writer.aclose()
