@@ -62,6 +62,7 @@ MAX_PATH = 2048
 UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
+_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 def _text(value: bytes | str) -> str:
@@ -230,7 +231,7 @@ class AuditCore:
             action = self._action(request, response, spec, context)
             if action is None:
                 return None
-            event = AuditEvent(action, self._user(request, response, spec, context))
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context)))
             event.metadata = self._metadata(request, response, match, spec, context, event)
             if self._chain is not None:
                 result = self._chain(event.metadata)
@@ -286,6 +287,13 @@ class AuditCore:
             if found is not None:
                 return found
         return user_id_of(response.user) or user_id_of(request.user)
+
+    def _redacted_user(self, user: Any) -> Any:
+        """A user that is not a UUID is stored as ``metadata.user_ref``: it goes through the value detectors
+        first (a resolver that hands back a JWT or a bearer credential must not store it)."""
+        if type(user) is str and not _UUID_TEXT.match(user):
+            return self.redactor.text(user)
+        return user
 
     def _metadata(
         self,

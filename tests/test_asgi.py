@@ -15,7 +15,18 @@ from audit_middleware.asgi import AuditMiddleware
 from audit_middleware.context import audit_context
 from audit_middleware.redaction import SkipAudit
 from audit_middleware.testing import MemorySink
-from tests.asgi_helpers import BEARER, PASSWORD, UID, Driver, client, http_scope, ok_app, read_body, respond
+from tests.asgi_helpers import (
+    BEARER,
+    PASSWORD,
+    UID,
+    Driver,
+    client,
+    http_scope,
+    make_jwt,
+    ok_app,
+    read_body,
+    respond,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -397,6 +408,17 @@ async def test_resolver_exception_never_reaches_the_request(
     await writer.flush()
     assert sink.actions() == ["x"] and sink.events[0].user_id is None
     assert app.core.errors == 1 and "resolver bug" in caplog.text
+
+
+async def test_a_resolver_that_returns_a_credential_never_stores_it(writer: AuditWriter, sink: MemorySink) -> None:
+    token = make_jwt({"sub": "alice"})
+    app = wrap(ok_app(), writer, routes={"POST /x": "x"}, user_resolver=lambda scope: token)
+    async with client(app) as c:
+        await c.post("/x")
+    await writer.flush()
+    [event] = sink.events
+    assert event.user_id is None and event.metadata["user_ref"] == "[REDACTED]"
+    sink.assert_no_secret(token)
 
 
 async def test_logout_resolves_the_user_before_the_session_is_destroyed(writer: AuditWriter, sink: MemorySink) -> None:
