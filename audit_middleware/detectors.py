@@ -58,13 +58,14 @@ DEFAULT_DENY_STEMS: frozenset[str] = frozenset(
         "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey", "privatekey",
         "signingkey", "encryptionkey", "cardnumber", "creditcard", "ccnum", "authorization", "cookie",
         "csrf", "xsrf", "credential", "socialsecurity", "securityanswer", "backupcode", "recoverycode",
-        "oauthverifier", "accountkey",
+        "oauthverifier", "accountkey", "masterkey", "recoverykey", "sharedkey", "privkey", "licensekey",
+        "seedphrase", "mnemonic", "magiclink",
     }
 )  # fmt: skip
 DEFAULT_DENY_WORDS: frozenset[str] = frozenset(
     {
         "pass", "pwd", "pw", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc", "ccv", "jwt",
-        "hmac", "bearer", "signature",
+        "hmac", "bearer", "signature", "psk",
     }
 )  # fmt: skip
 DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | frozenset(
@@ -74,7 +75,8 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "sessionid", "sessid", "phpsessid", "jsessionid", "auth", "salt", "hash", "sig", "pan", "iban",
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
-        "sharedaccesskey",
+        "sharedaccesskey", "activationcode", "activationkey", "unlockcode", "devicecode", "pairingcode", "invitecode",
+        "assertion", "clientassertion", "samlresponse", "accesskey",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13

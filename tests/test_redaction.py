@@ -68,6 +68,12 @@ def redactor() -> Redactor:
         "card[number]", "payment[card][number]", "user[security_answer]",
         # cloud storage keys
         "AccountKey", "azure_storage_account_key", "SharedAccessKey",
+        # keys and codes that are credentials by what they are for
+        "master_key", "recovery_key", "pre_shared_key", "psk", "priv_key", "license_key", "access_key", "seed_phrase",
+        "mnemonic", "magic_link", "activation_code", "activation_key", "unlock_code", "device_code", "pairing_code",
+        "invite_code",
+        # bearer assertions (RFC 7521 token requests, SAML)
+        "assertion", "client_assertion", "SAMLResponse",
     ],
 )  # fmt: skip
 def test_sensitive_keys_are_recognised(redactor: Redactor, key: str) -> None:
