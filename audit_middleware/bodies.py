@@ -27,6 +27,7 @@ anything else (text/plain, XML, no content type)     ``omitted="unsupported"``
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_to_bytes
@@ -238,6 +239,11 @@ class _MultipartCollector:
             self.fields[name] = item
 
 
+# A logger that emits nothing, outside the logging tree (dictConfig and handlers never see it): the
+# malformed-body warnings of python-multipart say no more than the "unparseable" outcome already does.
+_QUIET = logging.Logger("audit_middleware.bodies.multipart", logging.CRITICAL + 1)
+
+
 class PartialText(str):
     """A text field whose value was cut by the capture cap (the redactor marks it)."""
 
@@ -252,6 +258,7 @@ def _parse_multipart(content_type: str, body: bytes, complete: bool, max_items: 
     collector = _MultipartCollector(max_items, max_value)
     try:
         parser = MultipartParser(boundary, collector.callbacks())
+        parser.logger = _QUIET  # it warns on every malformed body: a client must not be able to fill the app's log
         parser.write(body)
         if complete:
             parser.finalize()
