@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
 import json
+import re
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +61,48 @@ async def test_example_auth_flow_is_audited(empty_schema: PgTarget) -> None:
     text = " ".join(r["metadata"] for r in rows)
     for secret in (password, "new pw!", token["access_token"], app.state.last_reset_token):
         assert secret not in text
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _closure(names: set[str]) -> set[str]:
+    """The distributions ``names`` install, with their dependencies (extras and markers not followed)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo.extend(_requirement_name(r) for r in requires if ";" not in r)
+    return seen
+
+
+def test_the_examples_extra_installs_everything_the_examples_import() -> None:
+    # scripts/example installs only the "examples" extra: an import served by the dev extra alone
+    # (httpx for the FastAPI demo was one) passes every test and fails on a fresh machine.
+    root = EXAMPLE.parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    installed = _closure({_requirement_name(r) for r in project["project"]["optional-dependencies"]["examples"]})
+    installed |= _closure({_requirement_name(r) for r in project["project"]["dependencies"]})
+    providers = importlib.metadata.packages_distributions()
+    local = {"audit_middleware", "_audit_rows", "django_app", "examples"}
+    missing = set()
+    for path in (root / "examples").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            for module in (m.partition(".")[0] for m in modules):
+                if module in sys.stdlib_module_names or module in local:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+                if not dists & installed:
+                    missing.add(f"{module} ({path.relative_to(root)})")
+    assert not missing, f"imported by the examples but not installed by the examples extra: {sorted(missing)}"
