@@ -14,7 +14,9 @@ key ``new[password]`` are the same key. Three kinds of default rules:
   ``passenger`` are not;
 * whole keys (the rest of :data:`DEFAULT_DENY_KEYS`: ``code``, ``session``, ``salt``, ``sig``...).
   ``code`` is denied as a whole key because on the routes we audit it is an OAuth authorization code
-  or a one-time code; ``country_code`` and ``zip_code`` are kept.
+  or a one-time code; ``country_code`` and ``zip_code`` are kept. ``key`` likewise: dj-rest-auth's
+  email verification and allauth's headless password reset send their secret as ``{"key": ...}``,
+  and ``?key=`` is how many APIs take an API key; ``key_id`` and ``keyboard`` are kept.
 
 Value detectors (:func:`mask_secrets`) find secrets in any string: HTTP
 ``Bearer``/``Token``/``Digest`` credentials (8+ characters with a digit or punctuation, or 20+), ``Basic``
@@ -76,7 +78,7 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
         "sharedaccesskey", "activationcode", "activationkey", "unlockcode", "devicecode", "pairingcode", "invitecode",
-        "assertion", "clientassertion", "samlresponse", "accesskey",
+        "assertion", "clientassertion", "samlresponse", "accesskey", "key",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13

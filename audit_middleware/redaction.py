@@ -70,7 +70,7 @@ _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?
 # key's quote, the key, the separator, the value (quoted, possibly cut before its closing quote, or bare).
 _EMBEDDED_FIELD = re.compile(
     r"""(?<![\w"'\\])(\\?["']|)([A-Za-z_][\w\-.\[\]]{0,63})\1(\s*:\s*)"""
-    r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^\s,;)}\]"'\\][^\s,;)}\]]*)""",
+    r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?:\[REDACTED\]|[^\s,;)}\]"'\\])[^\s,;)}\]]*)""",
     re.S,
 )
 # A secret sent as a name/value pair ({"name": "password", "value": "x"}: jQuery serializeArray, form builders,
@@ -301,8 +301,8 @@ class Redactor:
 
     def _embedded_field(self, match: re.Match[str]) -> str:
         quote, key, separator, value = match.groups()
-        if not self.is_sensitive_key(key):
-            return match.group()
+        if value.strip("\\\"'") == REDACTED or not self.is_sensitive_key(key):
+            return match.group()  # masked already (by a detector, or an earlier pass)
         opening = value[:2] if value.startswith('\\"') else value[:1] if value[:1] in "\"'" else ""
         closing = opening if len(value) > len(opening) and value.endswith(opening) else ""
         return quote + key + quote + separator + opening + REDACTED + closing

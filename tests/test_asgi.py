@@ -619,9 +619,12 @@ CANARY = "Zq9CANARYx7Wv"  # a secret no value detector recognises by its shape: 
         ("POST", "/api/form", {"data": {"user[email]": "a@x", "user[security_answer]": CANARY}}),
         ("GET", f"/download?X-Amz-Expires=60&X-Amz-Signature={CANARY}", {}),
         ("GET", f"/legacy/login?user=al&pw={CANARY}", {}),
+        # preset routes whose secret travels under a bare "key"
+        ("POST", "/dj-rest-auth/registration/verify-email/", {"json": {"key": CANARY}}),
+        ("POST", "/_allauth/browser/v1/auth/password/reset", {"json": {"key": CANARY, "password": "x"}}),
     ],
     ids=["name-value-pairs", "keycloak-credentials", "json-in-a-string", "graphql-inline", "bracket-form-key",
-         "presigned-url", "pw-query"],
+         "presigned-url", "pw-query", "dj-rest-auth-verify-email-key", "allauth-headless-reset-key"],
 )  # fmt: skip
 async def test_a_secret_in_a_less_usual_place_never_reaches_a_row(
     writer: AuditWriter, sink: MemorySink, method: str, url: str, request_options: dict[str, Any]
