@@ -78,7 +78,7 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
         "sharedaccesskey", "activationcode", "activationkey", "unlockcode", "devicecode", "pairingcode", "invitecode",
-        "assertion", "clientassertion", "samlresponse", "accesskey", "key",
+        "assertion", "clientassertion", "samlresponse", "accesskey", "key", "refresh",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13

@@ -622,9 +622,11 @@ CANARY = "Zq9CANARYx7Wv"  # a secret no value detector recognises by its shape: 
         # preset routes whose secret travels under a bare "key"
         ("POST", "/dj-rest-auth/registration/verify-email/", {"json": {"key": CANARY}}),
         ("POST", "/_allauth/browser/v1/auth/password/reset", {"json": {"key": CANARY, "password": "x"}}),
+        ("POST", "/api/token/refresh/", {"json": {"refresh": CANARY}}),  # SimpleJWT's body, an opaque token here
     ],
     ids=["name-value-pairs", "keycloak-credentials", "json-in-a-string", "graphql-inline", "bracket-form-key",
-         "presigned-url", "pw-query", "dj-rest-auth-verify-email-key", "allauth-headless-reset-key"],
+         "presigned-url", "pw-query", "dj-rest-auth-verify-email-key", "allauth-headless-reset-key",
+         "token-refresh-body"],
 )  # fmt: skip
 async def test_a_secret_in_a_less_usual_place_never_reaches_a_row(
     writer: AuditWriter, sink: MemorySink, method: str, url: str, request_options: dict[str, Any]

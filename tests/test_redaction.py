@@ -74,6 +74,8 @@ def redactor() -> Redactor:
         "invite_code",
         # a bare "key": dj-rest-auth email verification, allauth headless password reset, ?key= API keys
         "key", "Key",
+        # SimpleJWT's refresh request body
+        "refresh",
         # bearer assertions (RFC 7521 token requests, SAML)
         "assertion", "client_assertion", "SAMLResponse",
     ],
