@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -46,6 +47,11 @@ logger = logging.getLogger("audit_middleware.spool")
 
 MSG_TORN = "audit spool %s: skipped %s unreadable line(s) (torn write after a crash)"
 MSG_CLAIMED = "audit spool: claimed %s left by a stopped process (%s segment(s))"
+MSG_NOT_PRIVATE = (
+    "audit spool directory %s is not private to this user (owner uid %s, mode %o): refusing to spool into it or "
+    "replay from it; set spool_dir to a directory only this user can write"
+)
+MSG_FOREIGN_SPOOL = "audit spool %s belongs to uid %s, not this user: not replayed"
 SEGMENT_BYTES = 4 * 1024 * 1024
 LOCK_NAME = "lock"
 SUFFIX = ".jsonl"
@@ -147,6 +153,17 @@ class ClaimedSpool:
         os.close(self.fd)
 
 
+def _check_private(path: Path) -> None:
+    """Raise ``OSError`` unless ``path`` is a real directory owned by this user that nobody else can write.
+
+    The default spool lives under the shared temp directory: whoever creates it first, open to all,
+    could delete what is spooled there or plant a "stopped process" whose made-up rows would be replayed.
+    """
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise OSError(MSG_NOT_PRIVATE % (path, info.st_uid, stat.S_IMODE(info.st_mode)))
+
+
 class Spool:
     """This process's spool directory (created on first use) and the claiming of orphaned ones.
 
@@ -181,6 +198,7 @@ class Spool:
         if self._lock_fd is not None:
             return
         self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(self.base)
         # Build under a hidden name, lock, then rename: a scanning worker never sees an unlocked directory.
         hidden = self.base / f".{self.name}"
         hidden.mkdir(mode=0o700)
@@ -281,11 +299,16 @@ class Spool:
         """Lock the spool directories of stopped processes of this target, oldest name order."""
         claimed: list[ClaimedSpool] = []
         try:
+            _check_private(self.base)
             entries = sorted(self.base.iterdir())
         except FileNotFoundError:
             return claimed
         for directory in entries:
             if directory.name.startswith(".") or directory == self.directory or not directory.is_dir():
+                continue
+            owner = directory.lstat().st_uid
+            if owner != os.geteuid():
+                logger.warning(MSG_FOREIGN_SPOOL, directory, owner)
                 continue
             lock = directory / LOCK_NAME
             if not lock.exists():

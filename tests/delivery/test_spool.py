@@ -11,6 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from audit_middleware._types import Row
 from audit_middleware.deadletter import DeadLetterFile
 from audit_middleware.spool import Spool, read_segment, segments, spool_target
@@ -135,3 +137,39 @@ def test_dead_letter_file_is_owner_only_json_lines(tmp_path: Path) -> None:
     assert record["id"] == str(row[0]) and record["action"] == "poison"
     assert record["reason"].startswith("CheckViolationError") and record["row"]["metadata"] == {"i": 0}
     assert stat.S_IMODE(os.stat(letters.path).st_mode) == 0o600
+
+
+def _planted_spool(base: Path) -> Path:
+    """What someone else could leave in a shared spool directory: a closed spool of made-up rows."""
+    planter = Spool(base.parent, base.name, max_bytes=10**6)
+    planter.append(make_rows(3, action="forged"))
+    planter.close()
+    return planter.directory
+
+
+def test_a_spool_directory_others_can_write_is_neither_used_nor_claimed(tmp_path: Path) -> None:
+    # The default spool lives under the shared temp directory: a local user who creates it first, open
+    # to all, could delete what we spool, or plant a "stopped process" whose rows we would replay.
+    base = tmp_path / TARGET
+    _planted_spool(base)
+    base.chmod(0o777)
+    spool = Spool(tmp_path, TARGET, max_bytes=10**6)
+    with pytest.raises(OSError, match="not private"):
+        spool.claim_orphans()
+    with pytest.raises(OSError, match="not private"):
+        spool.append(make_rows(1))
+    base.chmod(0o700)
+    assert len(spool.claim_orphans()) == 1  # the same directory, private again: claimed
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_a_spool_directory_owned_by_another_user_is_neither_used_nor_claimed(tmp_path: Path) -> None:
+    base = tmp_path / TARGET
+    planted = _planted_spool(base)
+    os.chown(base, 65534, 65534)
+    spool = Spool(tmp_path, TARGET, max_bytes=10**6)
+    with pytest.raises(OSError, match="not private"):
+        spool.claim_orphans()
+    os.chown(base, 0, 0)
+    os.chown(planted, 65534, 65534)  # our base, someone else's spool inside it: skipped
+    assert spool.claim_orphans() == []
