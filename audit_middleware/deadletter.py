@@ -41,6 +41,9 @@ def _metadata(text: str) -> Any:
         return text
 
 
+MSG_FOREIGN_FILE = "dead-letter file %s belongs to uid %s, not this user: not written"
+
+
 class DeadLetterFile:
     """Appends refused rows to ``path`` (created 0600 on first use, parent directories 0700)."""
 
@@ -67,8 +70,13 @@ class DeadLetterFile:
         line = (_dumps(record) + "\n").encode()
         with self._lock:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # Never through a link, never into someone else's file: by default this file sits directly
+            # in the spool directory under the shared temp directory, where either could be planted.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
+                owner = os.fstat(fd).st_uid
+                if owner != os.geteuid():
+                    raise OSError(MSG_FOREIGN_FILE % (self.path, owner))
                 os.write(fd, line)
                 os.fsync(fd)
             finally:

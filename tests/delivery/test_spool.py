@@ -173,3 +173,29 @@ def test_a_spool_directory_owned_by_another_user_is_neither_used_nor_claimed(tmp
     os.chown(base, 0, 0)
     os.chown(planted, 65534, 65534)  # our base, someone else's spool inside it: skipped
     assert spool.claim_orphans() == []
+
+
+def test_the_dead_letter_file_is_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    # dead-letter.jsonl sits directly in spool_dir, by default under the shared temp directory: a link
+    # planted there must not turn our append into a write to a file of the link's choosing
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    shared = tmp_path / "spool"
+    shared.mkdir(mode=0o700)
+    (shared / "dead-letter.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        DeadLetterFile(shared / "dead-letter.jsonl").append(make_rows(1)[0], "test")
+    assert victim.read_text() == "untouched\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_a_dead_letter_file_someone_else_owns_is_not_appended_to(tmp_path: Path) -> None:
+    shared = tmp_path / "spool"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: anyone may create a file here
+    planted = shared / "dead-letter.jsonl"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)  # created first by someone else, who could read what we append
+    with pytest.raises(OSError, match="belongs to uid 65534"):
+        DeadLetterFile(planted).append(make_rows(1)[0], "test")
+    assert planted.read_text() == ""
