@@ -72,7 +72,13 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
     """
     from flask import request
 
-    get_user = user or _flask_current_user
+    read_user = user or _flask_current_user
+
+    def get_user() -> Any:
+        try:
+            return read_user()
+        except Exception:  # the user's callable (or its session store) must not break the request
+            return None
 
     def before() -> None:
         environ = request.environ
@@ -145,11 +151,17 @@ class DjangoAuditMiddleware:
         carrier = _django_carrier(request)
         if carrier is None:
             return await self.get_response(request)
-        _remember_user(carrier, await self._user(request))
+        _remember_user(carrier, await self._safe_user(request))
         response = await self.get_response(request)
-        _remember_user(carrier, await self._user(request))
+        _remember_user(carrier, await self._safe_user(request))
         _remember_route(carrier, request)
         return response
+
+    async def _safe_user(self, request: Any) -> Any:
+        try:
+            return await self._user(request)
+        except Exception:  # loading the user (its session, the database) must not break the request
+            return None
 
     async def _user(self, request: Any) -> Any:
         """``request.user`` without blocking the loop: as set (``login()``, ``logout()``) or evaluated, else loaded."""

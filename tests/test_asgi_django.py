@@ -102,3 +102,26 @@ async def test_django_glue_runs_on_the_loop_and_never_evaluates_the_lazy_user_th
     assert scope[USER_KEY] == 7
     sync = DjangoAuditMiddleware(lambda request: "response")
     assert not iscoroutinefunction(sync)
+
+
+async def test_django_glue_survives_a_user_that_cannot_be_loaded() -> None:
+    """``auser()`` runs a query (session, user table): if it fails, the request still gets its response."""
+    from types import SimpleNamespace
+
+    from django.utils.functional import SimpleLazyObject
+
+    from audit_middleware.context import AUDITED_KEY, USER_KEY
+    from audit_middleware.frameworks import DjangoAuditMiddleware
+
+    async def get_response(request: Any) -> str:
+        return "response"
+
+    async def auser() -> Any:
+        raise ConnectionError("database unavailable")
+
+    scope: dict[str, Any] = {AUDITED_KEY: True}
+    request = SimpleNamespace(
+        META={}, scope=scope, user=SimpleLazyObject(lambda: None), auser=auser, resolver_match=None
+    )
+    assert await DjangoAuditMiddleware(get_response)(request) == "response"
+    assert USER_KEY not in scope

@@ -112,6 +112,32 @@ def test_unaudited_requests_do_not_touch_the_glue(flask_audit: FlaskAudit) -> No
     assert flask_audit.events() == []
 
 
+def test_a_user_callable_that_raises_never_breaks_the_request() -> None:
+    app = Flask(__name__)
+
+    @app.post("/login")
+    def login() -> tuple[dict[str, str], int]:
+        return {"status": "ok"}, 200
+
+    def broken_user() -> Any:
+        raise LookupError("session store unreachable")
+
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(app.wsgi_app, writer=AuditWriter(sink=sink))
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    install_flask(app, user=broken_user)
+    try:
+        response = app.test_client().post(
+            "/login", json={"email": "ann@example.com", "password": PASSWORD}, buffered=True
+        )
+        middleware.flush(5)
+    finally:
+        middleware.close(5)
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+    [event] = sink.events
+    assert (event.action, event.user_id) == ("login", None)
+
+
 # -- the example app, end to end on real PostgreSQL ------------------------------------------------
 
 
