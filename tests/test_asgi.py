@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from typing import Any
 
@@ -637,6 +638,46 @@ async def test_a_secret_in_a_less_usual_place_never_reaches_a_row(
     await writer.flush()
     assert len(sink.rows) == 1
     sink.assert_no_secret(CANARY)
+
+
+async def test_interleaved_requests_each_record_their_own_event(writer: AuditWriter, sink: MemorySink) -> None:
+    # Every request yields at each step (chunked body, handler, response), so 300 of them interleave on
+    # the loop: nothing of one request (body, user, client, enrichment) may end up in another's row.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        n = json.loads(await read_body(receive))["n"]
+        await asyncio.sleep(0)
+        audit_context().update(n=n)  # the zero-argument helper finds this request's event
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": json.dumps({"user_id": user_of(n)}).encode()})
+
+    def user_of(n: int) -> str:
+        return f"00000000-0000-4000-8000-{n:012d}"
+
+    async def one(middleware: AuditMiddleware, n: int) -> None:
+        body = json.dumps({"email": f"u{n}@example.com", "password": f"{PASSWORD}-{n}", "n": n}).encode()
+        chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0)
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(0)
+
+        headers = [(b"content-type", b"application/json")]
+        await middleware(http_scope("POST", "/auth/login", headers=headers, client=(f"10.9.0.{n}", 1)), receive, send)
+
+    middleware = wrap(app, writer)
+    await asyncio.gather(*(one(middleware, n) for n in range(1, 301)))
+    await writer.flush()
+    assert len(sink.events) == 300
+    for event in sink.events:
+        n = event.metadata["n"]
+        assert str(event.user_id) == user_of(n)
+        assert (event.metadata["identifier"], event.metadata["ip"]) == (f"u{n}@example.com", f"10.9.0.{n}")
+    sink.assert_no_secret(PASSWORD)
 
 
 async def test_secret_path_segment_is_masked_but_the_route_kept(writer: AuditWriter, sink: MemorySink) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .wsgi_helpers import (
     environ_for,
     json_app,
     ok_app,
+    read_all,
     start_response_recorder,
 )
 
@@ -500,3 +502,51 @@ def test_absent_database_never_fails_or_holds_requests(tmp_path: Path) -> None:
     assert stats is not None and stats.spooled == 20 and stats.lost_on_close == 0
     spooled = [line for path in tmp_path.rglob("*") if path.is_file() for line in path.read_text().splitlines()]
     assert sum('"logout"' in line for line in spooled) == 20
+
+
+def test_concurrent_threads_each_record_their_own_event() -> None:
+    # gthread, waitress, a threaded dev server: one middleware serves many threads at once, and nothing
+    # of one request (body, user, client) may end up in another's row.
+    def user_of(n: int) -> str:
+        return f"00000000-0000-4000-8000-{n:012d}"
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        n = json.loads(read_all(environ))["n"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"user_id": user_of(n)}).encode()]
+
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(app, writer=AuditWriter(sink=sink))
+    failures: list[BaseException] = []
+
+    def worker(thread: int) -> None:
+        for i in range(100):
+            n = thread * 1000 + i
+            body = json.dumps({"email": f"u{n}@example.com", "password": f"{PASSWORD}-{n}", "n": n}).encode()
+            environ = environ_for("POST", "/auth/login", body, CONTENT_TYPE="application/json")
+            environ.update(
+                CONTENT_LENGTH=str(len(body)), REMOTE_ADDR=f"10.{thread}.0.{i}", **{"wsgi.multithread": True}
+            )
+            try:
+                result = middleware(environ, lambda status, headers, exc_info=None: lambda data: None)
+                b"".join(result)
+                getattr(result, "close", lambda: None)()
+            except BaseException as exc:  # collected: an assertion inside a thread would be lost
+                failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        middleware.flush(10)
+    finally:
+        middleware.close(5)
+    assert failures == []
+    assert len(sink.events) == 800
+    for event in sink.events:
+        n = int(event.metadata["identifier"].removeprefix("u").removesuffix("@example.com"))
+        assert str(event.user_id) == user_of(n)
+        assert event.metadata["ip"] == f"10.{n // 1000}.0.{n % 1000}"
+    sink.assert_no_secret(PASSWORD)
