@@ -663,7 +663,7 @@ async def test_interleaved_requests_each_record_their_own_event(writer: AuditWri
             chunk = chunks.pop(0)
             return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Any) -> None:
             await asyncio.sleep(0)
 
         headers = [(b"content-type", b"application/json")]
