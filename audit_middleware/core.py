@@ -325,8 +325,8 @@ class AuditCore:
         request_id = found.get("request_id", "").strip()
         content_type = found.get("content_type")
         ip, chain = self.proxies.client_ip(request.client, forwarded)
-        if not request_id or not _REQUEST_ID.match(request_id):
-            request_id = str(event.id)
+        if not request_id or not _REQUEST_ID.match(request_id) or redactor.text(request_id) != request_id:
+            request_id = str(event.id)  # absent, malformed, or a credential (the charset lets a JWT through)
         template = response.route_template or (match.template if match is not None else None)
         path = route_path(request.path, request.root_path)[:MAX_PATH]
         status = response.status
@@ -349,8 +349,8 @@ class AuditCore:
             "request_id": request_id,
             "http": http,
         }
-        if chain:
-            metadata["forwarded_for"] = chain
+        if chain:  # client-controlled free text (each hop is bounded by TrustedProxies)
+            metadata["forwarded_for"] = [redactor.text(hop) for hop in chain]
         if request.query_string:
             metadata["query"] = redactor.query(request.query_string)
         headers = self._memo.headers(raw_headers)

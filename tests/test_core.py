@@ -35,6 +35,21 @@ def test_bytes_and_str_headers_give_the_same_event(headers: Any) -> None:
     assert md["forwarded_for"] == ["1.2.3.4"]
 
 
+def test_forwarded_chain_and_request_id_go_through_the_value_detectors() -> None:
+    # Both are client-controlled free text: a proxy chain can carry garbage, and an X-Request-ID can be
+    # a token (the charset check lets a JWT through).
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    forwarded = f"1.2.3.4, Bearer abcdef0123456789, password=hunter2, {jwt}".encode()
+    headers = [(b"x-forwarded-for", forwarded), (b"x-request-id", jwt.encode())]
+    core = AuditCore(trusted_proxies=["0.0.0.0/0"])
+    event = core.build_event(request(headers), ResponseInfo(status=200), core.match("POST", "/login"))
+    assert event is not None and event.metadata is not None
+    text = repr(event.metadata)
+    assert "abcdef0123456789" not in text and "hunter2" not in text and jwt not in text
+    assert event.metadata["forwarded_for"][0] == "1.2.3.4"
+    assert event.metadata["request_id"] == str(event.id)  # a token is no request id: a generated one instead
+
+
 def test_unmatched_request_gives_no_event() -> None:
     core = AuditCore()
     assert core.build_event(request(path="/items"), ResponseInfo(status=200), None) is None
