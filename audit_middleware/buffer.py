@@ -38,7 +38,7 @@ from ._types import RejectedRow, Row, Sink
 from .config import WriterConfig
 from .deadletter import loggable_reason
 from .delivery import Delivery, encode_rows
-from .errors import ConfigurationError, WriterClosedError
+from .errors import ConfigurationError, WriterClosedError, describe_failure
 from .records import AuditEvent, to_row
 
 __all__ = ["AuditWriter", "WriterStats"]
@@ -54,7 +54,8 @@ MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so
 MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
-MSG_LOOP_ERROR = "audit writer loop failed unexpectedly; restarting it"
+MSG_LOOP_ERROR = "audit writer loop failed unexpectedly (%s); restarting it"
+RESTART_DELAY = 1.0  # seconds before a failed writer task is started again (never a hot loop)
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
 
@@ -179,11 +180,29 @@ class AuditWriter:
             raise WriterClosedError("the audit writer is closed")
         if self.started:
             return
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._wake is None or self._loop is not loop:  # a restart on the same loop keeps them: flush() waits on them
+            self._wake = asyncio.Event()
+            self._progress = asyncio.Event()
+        self._loop = loop
         self._thread_id = threading.get_ident()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
+        if self._converting:  # a task that died while converting them: they go first again, not lost
+            self._queue.extendleft(reversed(self._converting))
+            self._converting = None
         self._task = self._loop.create_task(self._run(), name="audit_middleware.writer")
+        self._task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """A writer task that fails (a bug: conversion and writes never raise) is logged and restarted."""
+        if task.cancelled() or task.exception() is None or self._closed:
+            return
+        logger.error(MSG_LOOP_ERROR, describe_failure(task.exception()))  # type: ignore[arg-type]
+        if self._loop is not None:
+            self._loop.call_later(RESTART_DELAY, self._restart)
+
+    def _restart(self) -> None:
+        if not self._closed and not self.started:
+            self.start_soon()
 
     async def start(self) -> None:
         """Start the background task. The database need not be up: writes are retried until it is."""

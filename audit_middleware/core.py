@@ -18,7 +18,6 @@ logged (rate-limited), counted in ``AuditCore.errors`` and still yields a minima
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any, cast
 
 from ._memo import RedactionMemo
 from .context import AuditContext
-from .errors import ConfigurationError
+from .errors import ConfigurationError, describe_failure
 from .identity import (
     IDENTIFIER_FIELDS,
     MAX_IDENTIFIER,
@@ -67,18 +66,6 @@ _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a
 
 def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
-
-
-def describe_failure(exc: BaseException) -> str:
-    """The exception's class and where it was raised (``ValueError at views.py:42 in login``), never its
-    message: a failure while handling a request's captured content can quote that content."""
-    tb = exc.__traceback__
-    if tb is None:
-        return type(exc).__name__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return f"{type(exc).__name__} at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
 
 
 def _identifier_from(body: Any) -> str | None:

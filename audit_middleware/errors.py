@@ -12,7 +12,9 @@ Nothing here is ever raised into an application's request: the middleware catche
 
 from __future__ import annotations
 
-__all__ = ["AuditError", "ConfigurationError", "SchemaError", "WriterClosedError"]
+import os
+
+__all__ = ["AuditError", "ConfigurationError", "SchemaError", "WriterClosedError", "describe_failure"]
 
 
 class AuditError(Exception):
@@ -29,3 +31,15 @@ class SchemaError(AuditError):
 
 class WriterClosedError(AuditError):
     """The writer has been closed and accepts no more events."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The exception's class and where it was raised (``ValueError at views.py:42 in login``), never its
+    message: a failure while handling a request's captured content can quote that content."""
+    tb = exc.__traceback__
+    if tb is None:
+        return type(exc).__name__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{type(exc).__name__} at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"

@@ -21,8 +21,15 @@ set, frozenset, tuple                     list (sets sorted by their JSON text)
 Enum                                      its value, converted by these rules
 non-string mapping keys                   ``str(key)``
 other objects                             ``str(obj)``; ``"<unrepresentable T>"`` if that fails
-self-references, or nesting deeper than   the string ``"<max depth>"`` at level 32 (plain
-32 in metadata that needs conversion      JSON nesting up to 254 levels is kept as is)
+a reference back up (a cycle)             the string ``"<cycle>"`` where it points back
+nesting deeper than 32 in metadata that   the string ``"<max depth>"`` at level 32 (plain
+needs conversion                          JSON nesting up to 254 levels is kept as is)
+more than 10,000 values in metadata that  the rest replaced by ``"<too many values>"`` (shared
+needs conversion                          parts count each time they appear)
+integer over about 1,000 digits           the string ``"<integer of N bits>"``
+metadata whose own methods raise          the event's id, user, action and time, with
+                                          ``metadata._audit`` = ``{"error": <class>,
+                                          "metadata_unreadable": true}``
 user_id not a UUID                        user_id NULL, ``metadata.user_ref`` = str(value)
                                           (cleaned, at most 200 characters)
 metadata over ``max_metadata_bytes``      strings over ``max_string_length`` shortened; if
@@ -59,6 +66,8 @@ MAX_ACTION_LENGTH = 100
 MAX_ACTION_FULL = 1000
 MAX_USER_REF = 200
 MAX_DEPTH = 32
+MAX_VALUES = 10_000  # values written of one metadata that needs converting: a 64 KiB row holds fewer
+MAX_INT_BITS = 3_322  # about 1,000 decimal digits
 KEPT_WHEN_TRUNCATED = ("ip", "user_agent", "http", "request_id", "user_ref", "_audit")
 _UTC = dt.UTC
 _UUID_TYPES = (uuid.UUID, uuid_utils.UUID)
@@ -118,50 +127,92 @@ def _float(value: float) -> float | str:
 
 def to_json_value(value: Any, depth: int = 0) -> JSONValue:
     """Convert ``value`` into something ``json`` can encode and ``jsonb`` accepts (see module table)."""
-    if value is None or value is True or value is False:
-        return value
-    kind = type(value)
-    if kind is str:
-        return clean_str(value)
-    if kind is int:
-        return value
-    if kind is float:
-        return _float(value)
-    if depth >= MAX_DEPTH:
-        return "<max depth>"
-    if isinstance(value, Mapping):
-        return {_key(k): to_json_value(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_value(v, depth + 1) for v in value]
-    if isinstance(value, set | frozenset):
-        items = [to_json_value(v, depth + 1) for v in value]
-        return sorted(items, key=_dumps)
-    if isinstance(value, enum.Enum):
-        return to_json_value(value.value, depth + 1)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return _float(float(value))
-    if isinstance(value, str):
-        return clean_str(str(value))
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID | uuid_utils.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
-    try:
-        return clean_str(str(value))
-    except Exception:
-        return f"<unrepresentable {kind.__name__}>"
+    return _Converter().convert(value, depth)
 
 
-def _key(key: Any) -> str:
-    return clean_str(key if type(key) is str else str(to_json_value(key)))
+class _Converter:
+    """One conversion: the containers on the current path (a reference back up is a cycle) and a budget
+    of values (a structure that shares a part many times over would otherwise take forever to write)."""
+
+    __slots__ = ("budget", "path")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()
+        self.budget = MAX_VALUES
+
+    def convert(self, value: Any, depth: int) -> JSONValue:
+        if value is None or value is True or value is False:
+            return value
+        kind = type(value)
+        if kind is str:
+            return clean_str(value)
+        if kind is int:
+            return _int(value)
+        if kind is float:
+            return _float(value)
+        if depth >= MAX_DEPTH:
+            return "<max depth>"
+        if isinstance(value, Mapping | list | tuple | set | frozenset):
+            return self._container(value, depth)
+        if isinstance(value, enum.Enum):
+            return self.convert(value.value, depth + 1)
+        if isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, int):
+            return _int(int(value))
+        if isinstance(value, float):
+            return _float(float(value))
+        if isinstance(value, str):
+            return clean_str(str(value))
+        if isinstance(value, dt.datetime | dt.date | dt.time):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, uuid.UUID | uuid_utils.UUID):
+            return str(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
+        try:
+            return clean_str(str(value))
+        except Exception:
+            return f"<unrepresentable {kind.__name__}>"
+
+    def _container(self, value: Any, depth: int) -> JSONValue:
+        if id(value) in self.path:
+            return "<cycle>"
+        self.path.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                out: dict[str, JSONValue] = {}
+                for k, v in value.items():
+                    if self._spent():
+                        out["<too many values>"] = True
+                        break
+                    out[self._key(k, depth)] = self.convert(v, depth + 1)
+                return out
+            items: list[JSONValue] = []
+            for v in value:
+                if self._spent():
+                    items.append("<too many values>")
+                    break
+                items.append(self.convert(v, depth + 1))
+            if isinstance(value, set | frozenset):
+                items.sort(key=_dumps)
+            return items
+        finally:
+            self.path.discard(id(value))
+
+    def _spent(self) -> bool:
+        self.budget -= 1
+        return self.budget < 0
+
+    def _key(self, key: Any, depth: int) -> str:
+        return clean_str(key if type(key) is str else str(self.convert(key, depth + 1)))
+
+
+def _int(value: int) -> int | str:
+    """The integer, unless printing it would fail (Python refuses over 4,300 digits) or bloat the row."""
+    return value if value.bit_length() <= MAX_INT_BITS else f"<integer of {value.bit_length()} bits>"
 
 
 def _shorten(value: JSONValue, limit: int) -> JSONValue:
@@ -229,7 +280,41 @@ def encode_metadata(metadata: Mapping[str, Any], max_bytes: int, max_string: int
 
 
 def to_row(event: AuditEvent, *, max_metadata_bytes: int = 64 * 1024, max_string_length: int = 1024) -> Row:
-    """Turn an event into a row in ``COLUMNS`` order. Never raises for any field value."""
+    """Turn an event into a row in ``COLUMNS`` order. Never raises for any field value.
+
+    A value whose own methods raise (a mapping that cannot be iterated, a ``__str__`` that fails)
+    still gives a row: the event's id, user, action and time, with ``metadata._audit.error`` naming
+    the failure, never an exception that would take the rest of the batch with it.
+    """
+    try:
+        return _to_row(event, max_metadata_bytes, max_string_length)
+    except Exception as exc:
+        return _unreadable(event, exc)
+
+
+def _unreadable(event: AuditEvent, exc: Exception) -> Row:
+    """The row of an event whose metadata could not be converted: what of it can still be read."""
+    event_id = event.id if isinstance(event.id, _UUID_TYPES) else uuid_utils.uuid7()
+    try:
+        action = clean_str(event.action if type(event.action) is str else str(event.action))[:MAX_ACTION_LENGTH]
+    except Exception:
+        action = "<unrepresentable action>"
+    metadata: dict[str, Any] = {"_audit": {"error": type(exc).__name__, "metadata_unreadable": True}}
+    try:
+        user_id, user_ref = _user(event.user_id)
+    except Exception:
+        user_id, user_ref = None, None
+    if user_ref is not None:
+        metadata["user_ref"] = user_ref
+    created = event.created_at
+    if not isinstance(created, dt.datetime):
+        created = _now()
+    if created.tzinfo is not None:
+        created = created.astimezone(_UTC).replace(tzinfo=None)
+    return (event_id, user_id, action, _dumps(metadata), created)
+
+
+def _to_row(event: AuditEvent, max_metadata_bytes: int, max_string_length: int) -> Row:
     action, user_id, metadata = event.action, event.user_id, event.metadata
     created = event.created_at
     if created.tzinfo is not None:

@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import uuid
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -190,7 +191,58 @@ def test_plain_json_nesting_is_kept() -> None:
 def test_self_referencing_metadata_does_not_raise() -> None:
     loop: dict[str, Any] = {}
     loop["self"] = loop
-    assert "<max depth>" in to_row(AuditEvent("x", None, loop))[3]
+    assert metadata_of(AuditEvent("x", None, loop)) == {"self": "<cycle>"}
+
+
+def test_a_reference_back_up_is_cut_where_it_points_back() -> None:
+    # Two references back up made the walk visit 2**32 paths before the depth cap stopped it: to_row,
+    # on the writer's loop (the app's, under ASGI), never returned.
+    loop: dict[str, Any] = {"n": 1}
+    loop["a"] = loop
+    loop["b"] = [loop, {"up": loop}]
+    assert metadata_of(AuditEvent("x", None, loop)) == {"n": 1, "a": "<cycle>", "b": ["<cycle>", {"up": "<cycle>"}]}
+
+
+def test_shared_values_are_written_each_time_they_appear_up_to_a_budget() -> None:
+    shared = {"k": 1.5}
+    assert metadata_of(AuditEvent("x", None, {"a": shared, "b": [shared, shared], "nan": float("nan")})) == {
+        "a": {"k": 1.5},
+        "b": [{"k": 1.5}, {"k": 1.5}],
+        "nan": "NaN",
+    }
+    tree: list[Any] = [float("nan")]  # a NaN sends it down the converting path
+    for _ in range(16):
+        tree = [tree, tree]  # 65,536 leaves in 17 levels: far more than a row can hold
+    text = to_row(AuditEvent("x", None, {"tree": tree}))[3]
+    assert "<too many values>" in text and text.count("NaN") < 20_000
+
+
+def test_an_integer_too_long_to_print_becomes_a_note_not_a_lost_batch() -> None:
+    # str() of an int over 4,300 digits raises ValueError: it killed the writer task, and the batch with it
+    metadata: dict[Any, Any] = {"n": 10**5000, 10**5000: "key", "ok": 2**70}
+    row = to_row(AuditEvent("x", None, metadata))
+    stored = json.loads(row[3])
+    assert stored["n"] == "<integer of 16610 bits>" and stored["ok"] == 2**70
+    assert stored["<integer of 16610 bits>"] == "key"
+
+
+class _Exploding(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("a user mapping that cannot be read")
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_metadata_that_cannot_even_be_read_still_gives_a_row() -> None:
+    event = AuditEvent("export", str(uuid.UUID(int=5)), _Exploding())
+    event_id, user_id, action, text, created = to_row(event)
+    assert (event_id, action, created) == (event.id, "export", event.created_at.replace(tzinfo=None))
+    assert str(user_id) == str(uuid.UUID(int=5))  # what could be read is kept
+    assert json.loads(text) == {"_audit": {"error": "RuntimeError", "metadata_unreadable": True}}
 
 
 def test_non_mapping_metadata_is_wrapped() -> None:

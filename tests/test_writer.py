@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,33 @@ def test_commit_event_threadsafe_on_a_writer_not_started_buffers_the_event() -> 
 
     asyncio.run(start_and_close())
     assert sink.actions() == ["reset"]  # buffered, not lost: written once the writer ran
+
+
+async def test_a_writer_task_that_fails_is_logged_restarted_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Conversion and writes never raise, so this stands for a bug: the task used to die silently, and a
+    # restarted one dropped the batch it had been converting.
+    from audit_middleware import buffer
+
+    monkeypatch.setattr(buffer, "RESTART_DELAY", 0.01)
+    sink = MemorySink()
+    writer = make_writer(sink)
+    convert = writer._rows
+    calls = 0
+
+    async def fails_once(batch: list[Any]) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in conversion")
+        return await convert(batch)
+
+    writer._rows = fails_once  # type: ignore[method-assign]
+    await writer.start()
+    for n in range(5):
+        writer.record_nowait(f"event{n}")
+    await writer.flush(5)
+    await writer.aclose()
+    assert sink.actions() == [f"event{n}" for n in range(5)]
+    assert "audit writer loop failed unexpectedly (RuntimeError at test_writer.py:" in caplog.text
