@@ -23,7 +23,7 @@ from ._types import Row
 from .config import WriterConfig
 from .deadletter import DeadLetterFile
 from .records import AuditEvent, to_row
-from .spool import MSG_TORN, ClaimedSpool, Spool, decode_row, encode_row, spool_target
+from .spool import MSG_TORN, ClaimedSpool, Spool, decode_row, encode_row, former_spool_targets, spool_target
 
 __all__ = ["GAP_ACTION", "Delivery", "Gap", "default_spool_dir", "encode_rows"]
 
@@ -88,7 +88,10 @@ class Delivery:
         self.enabled = enabled  # False: no disk spool (a custom sink without spool_dir), losses are counted
         root = config.spool_dir or default_spool_dir()
         self.spool = Spool(
-            root, spool_target(config.dsn, config.schema, config.table), max_bytes=config.spool_max_bytes
+            root,
+            spool_target(config.dsn, config.schema, config.table),
+            max_bytes=config.spool_max_bytes,
+            formerly=former_spool_targets(config.dsn, config.schema, config.table),
         )
         self.dead_letters = DeadLetterFile(config.dead_letter_path or os.path.join(root, "dead-letter.jsonl"))
         self._lock = threading.Lock()

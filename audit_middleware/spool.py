@@ -34,14 +34,15 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._types import Row
 
-__all__ = ["ClaimedSpool", "Spool", "spool_target"]
+__all__ = ["ClaimedSpool", "Spool", "database_identity", "former_spool_targets", "spool_target"]
 
 logger = logging.getLogger("audit_middleware.spool")
 
@@ -59,9 +60,46 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def spool_target(dsn: str | None, schema: str, table: str) -> str:
-    """The directory name that ties a spool to one database table (a hash: no DSN on disk)."""
-    text = f"{dsn or ''}|{schema}|{table}"
+    """The directory name that ties a spool to one database table (a hash: no DSN on disk).
+
+    It hashes the database the DSN names (hosts, ports, database name), not its user, password or
+    options: rotating a credential must not strand what an outage spooled.
+    """
+    return _target(database_identity(dsn), schema, table)
+
+
+def former_spool_targets(dsn: str | None, schema: str, table: str) -> list[str]:
+    """Directory names earlier releases used for the same table (they hashed the whole DSN): still claimed."""
+    former = _target(dsn or "", schema, table)
+    return [] if former == spool_target(dsn, schema, table) else [former]
+
+
+def _target(identity: str, schema: str, table: str) -> str:
+    text = f"{identity}|{schema}|{table}"
     return f"{table[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def database_identity(dsn: str | None) -> str:
+    """``host:port[,host:port...]/database`` of a ``postgresql://`` DSN (the whole text if it is not one)."""
+    if not dsn:
+        return ""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return dsn
+    if parts.scheme not in ("postgres", "postgresql"):
+        return dsn
+    query = dict(parse_qsl(parts.query))
+    hosts = query.get("host") or parts.netloc.rpartition("@")[2] or "localhost"
+    port = query.get("port") or "5432"
+    database = query.get("dbname") or unquote(parts.path.lstrip("/"))
+    return ",".join(_with_port(host.strip().lower(), port) for host in hosts.split(",")) + "/" + database
+
+
+def _with_port(host: str, port: str) -> str:
+    bracketed = host.startswith("[")
+    has_port = "]:" in host if bracketed else host.count(":") == 1
+    return host if has_port else f"{host}:{port}"
 
 
 def encode_row(row: Row) -> bytes:
@@ -172,12 +210,21 @@ class Spool:
         target: from :func:`spool_target`.
         max_bytes: cap of this process's spool; appends past it are refused.
         segment_bytes: size at which a new segment file is started.
+        formerly: other names of the same target (:func:`former_spool_targets`): their spools of
+            stopped processes are claimed too.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], target: str, *, max_bytes: int, segment_bytes: int = SEGMENT_BYTES
+        self,
+        root: str | os.PathLike[str],
+        target: str,
+        *,
+        max_bytes: int,
+        segment_bytes: int = SEGMENT_BYTES,
+        formerly: Sequence[str] = (),
     ):
         self.base = Path(root) / target
+        self._bases = [self.base, *(Path(root) / name for name in formerly)]
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -298,11 +345,13 @@ class Spool:
     def claim_orphans(self) -> list[ClaimedSpool]:
         """Lock the spool directories of stopped processes of this target, oldest name order."""
         claimed: list[ClaimedSpool] = []
-        try:
-            _check_private(self.base)
-            entries = sorted(self.base.iterdir())
-        except FileNotFoundError:
-            return claimed
+        entries: list[Path] = []
+        for base in self._bases:
+            try:
+                _check_private(base)
+                entries.extend(sorted(base.iterdir()))
+            except FileNotFoundError:
+                continue
         for directory in entries:
             if directory.name.startswith(".") or directory == self.directory or not directory.is_dir():
                 continue

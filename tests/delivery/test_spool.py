@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import stat
@@ -199,3 +200,34 @@ def test_a_dead_letter_file_someone_else_owns_is_not_appended_to(tmp_path: Path)
     with pytest.raises(OSError, match="belongs to uid 65534"):
         DeadLetterFile(planted).append(make_rows(1)[0], "test")
     assert planted.read_text() == ""
+
+
+def test_the_spool_follows_the_table_not_the_credentials() -> None:
+    # Rotating the password (or the user, or an option) must not strand what an outage spooled
+    same = [
+        "postgresql://app:old-secret@db.internal/audit",
+        "postgresql://app:new-secret@db.internal:5432/audit",
+        "postgres://reader@DB.internal/audit?sslmode=require&application_name=web",
+        "postgresql://db.internal/audit?password=x",
+    ]
+    assert len({spool_target(dsn, "public", "user_audit_logs") for dsn in same}) == 1
+    different = [
+        "postgresql://app@db.internal/other",
+        "postgresql://app@db2.internal/audit",
+        "postgresql://app@db.internal:5433/audit",
+        "postgresql:///audit?host=/var/run/postgresql",
+    ]
+    targets = {spool_target(dsn, "public", "user_audit_logs") for dsn in [same[0], *different]}
+    assert len(targets) == 1 + len(different)
+    assert spool_target(same[0], "audit", "user_audit_logs") != spool_target(same[0], "public", "user_audit_logs")
+
+
+def test_a_spool_left_under_the_former_directory_name_is_still_claimed(tmp_path: Path) -> None:
+    dsn = "postgresql://app:pw@db.internal/audit"
+    legacy = "user_audit_logs-" + hashlib.sha256(f"{dsn}|public|user_audit_logs".encode()).hexdigest()[:16]
+    before = Spool(tmp_path, legacy, max_bytes=10**6)  # what a writer of the previous release left
+    before.append(make_rows(3))
+    before.close()
+    spool = Spool(tmp_path, spool_target(dsn, "public", "user_audit_logs"), max_bytes=10**6, formerly=[legacy])
+    [claimed] = spool.claim_orphans()
+    assert claimed.directory == before.directory and len(claimed.segments) == 1
