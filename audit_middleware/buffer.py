@@ -234,7 +234,8 @@ class AuditWriter:
         deadline = self.config.close_timeout if timeout is None else timeout
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_for(self._enqueued), deadline)
+                async with asyncio.timeout(deadline):
+                    await self._wait_for(self._enqueued)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -248,7 +249,8 @@ class AuditWriter:
                 waiter.set_result(False)
         terminate = getattr(self.sink, "terminate", None)
         try:
-            await asyncio.wait_for(self.sink.aclose(), min(deadline, 2.0))
+            async with asyncio.timeout(min(deadline, 2.0)):
+                await self.sink.aclose()
         except Exception:
             if terminate is not None:
                 terminate()
@@ -356,7 +358,8 @@ class AuditWriter:
         self._flush_requests += 1
         try:
             self._notify()
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
         except TimeoutError:
             self._log.warning("strict", MSG_STRICT_TIMEOUT, event.id, event.action, timeout)
             return False
@@ -412,7 +415,8 @@ class AuditWriter:
         self._flush_requests += 1
         try:
             self._notify()
-            await asyncio.wait_for(self._wait_for(target), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wait_for(target)
         finally:
             self._flush_requests -= 1
 
@@ -468,8 +472,11 @@ class AuditWriter:
                 not queue or (len(queue) < self._batch_size and not self._flush_requests and not self._closed)
             ):
                 wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands just as
+                # the wait ends, and this loop would then never stop (asyncio.run's teardown waits forever)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
             if delivery.spool.dirty:
                 await asyncio.to_thread(delivery.sync)  # events spooled by submit(): one fsync per interval
             if delivery.backlog:  # while the database is failing, this is where the writer waits (backoff)

@@ -212,3 +212,16 @@ async def test_a_writer_task_that_fails_is_logged_restarted_and_loses_nothing(
     await writer.aclose()
     assert sink.actions() == [f"event{n}" for n in range(5)]
     assert "audit writer loop failed unexpectedly (RuntimeError at test_writer.py:" in caplog.text
+
+
+async def test_the_writer_task_ends_when_cancelled_right_after_a_wake_up() -> None:
+    # On Python 3.11 asyncio.wait_for drops a cancel that lands just after its inner wait finished: the
+    # writer's loop went on, and asyncio.run()'s teardown (or a task group) waited for it forever.
+    writer = make_writer(MemorySink())
+    await writer.start()
+    await asyncio.sleep(0.01)
+    await writer.flush()  # wakes the task (without a timeout: no extra turn of the loop before the cancel)
+    assert writer._task is not None
+    writer._task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(writer._task), 5)

@@ -120,17 +120,15 @@ class PostgresSink:
     async def open(self) -> None:
         """Create the pool (idempotent). Raises if the server cannot be reached; the writer retries."""
         if self._pool is None:
-            self._pool = await asyncio.wait_for(
-                _create_pool(
+            async with asyncio.timeout(self._connect_timeout * 2):  # (not wait_for: it can drop a cancel on 3.11)
+                self._pool = await _create_pool(
                     self._dsn,
                     **_pool_size(self._min_size),
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
                     # The writer's connections only run COPY and one INSERT; keep them out of the app's way.
                     server_settings={"application_name": "audit_middleware"},
-                ),
-                self._connect_timeout * 2,
-            )
+                )
 
     async def aclose(self) -> None:
         """Close the pool if this sink created it."""
