@@ -206,31 +206,43 @@ class AuditMiddleware(CoreMiddleware):
         started = time.perf_counter()
         error: str | None = None
         user_after: Any = None
+        failure: BaseException | None = None
         try:
             await self.app(scope, receive_with_audit, send_with_audit)
             if self._has_resolver and not (spec is not None and spec.user_before):
                 user_after = await self._resolve(scope)
-        except asyncio.CancelledError:
-            exchange.disconnected = True
-            raise
         except BaseException as exc:
-            error = type(exc).__name__
-            raise
+            failure = exc
+            if isinstance(exc, asyncio.CancelledError):
+                exchange.disconnected = True
+            else:
+                error = type(exc).__name__
         finally:
             current_carrier.reset(token)
-            event = self._record(
-                scope,
-                match,
-                exchange,
-                error,
-                user_before,
-                time.perf_counter() - started,
-                user_after,
-                root_path,
-                submit=held is None or error is not None or exchange.disconnected,
-            )
-        if held is not None:
+        # A strict route commits its event, then sends what it held: also when the app raised after its
+        # response was complete (a failing background task), since without us the client had it. A client
+        # that left gets nothing, and its event is submitted once, like any other.
+        strict = (
+            held is not None
+            and not exchange.disconnected
+            and (failure is None or (isinstance(failure, Exception) and exchange.completed))
+        )
+        event = self._record(
+            scope,
+            match,
+            exchange,
+            error,
+            user_before,
+            time.perf_counter() - started,
+            user_after,
+            root_path,
+            submit=not strict,
+        )
+        if strict:
+            assert held is not None
             await self._send_strict(event, held, send)
+        if failure is not None:
+            raise failure  # the app's own exception object, unchanged
 
     async def _send_strict(self, event: AuditEvent | None, held: list[Message], send: Send) -> None:
         """Send the held response once ``event`` is committed; 503 if it is not within ``strict_timeout``."""

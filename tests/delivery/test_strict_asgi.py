@@ -6,10 +6,12 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 
 from audit_middleware import AuditMiddleware, AuditWriter
-from tests.asgi_helpers import client, read_body
+from tests.asgi_helpers import client, http_scope, read_body
 from tests.conftest import PgTarget
 from tests.faults import FaultProxy
 
@@ -66,3 +68,59 @@ async def test_strict_route_fails_closed_when_the_event_cannot_be_committed(
         await writer.flush(timeout=20)
     actions = sorted(r["action"] for r in await fpg.fetch("SELECT action FROM {t}"))
     assert actions == ["other", "password_reset"]  # the attempt itself is still recorded, later
+
+
+async def test_a_completed_response_is_still_delivered_when_the_app_raises_afterwards(
+    pg: PgTarget, spool_dir: Path
+) -> None:
+    # A Starlette BackgroundTask that fails after the response: without the middleware the client has its
+    # 200; a strict route held the response and used to drop it for an empty 500.
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await reset_app(scope, receive, send)
+        raise RuntimeError("mail server down")
+
+    async with writer_for(pg.dsn, pg, spool_dir) as writer:
+        middleware = AuditMiddleware(
+            app, writer=writer, preset=False, routes={"POST /reset": {"action": "r", "strict": True}}
+        )
+        transport = httpx.ASGITransport(app=middleware, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.post("/reset", json={"password": "x"})
+        assert (response.status_code, response.json()) == (200, {"ok": True})
+        assert writer.stats().written == 1  # committed before the response went out
+    assert await count_rows(pg) == 1
+
+
+async def test_a_strict_request_whose_client_left_is_recorded_once(pg: PgTarget, spool_dir: Path) -> None:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await read_body(receive)
+        assert (await receive())["type"] == "http.disconnect"  # the client went away: nothing to answer
+
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"{}", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        raise AssertionError("nothing is sent to a client that left")
+
+    async with writer_for(pg.dsn, pg, spool_dir) as writer:
+        middleware = AuditMiddleware(
+            app, writer=writer, preset=False, routes={"POST /reset": {"action": "r", "strict": True}}
+        )
+        await middleware(http_scope("POST", "/reset"), receive, send)
+        await writer.flush(10)
+        stats = writer.stats()
+    assert (stats.written, stats.rejected, stats.dead_lettered) == (1, 0, 0)  # once: no duplicate id refused
+    assert await count_rows(pg) == 1
+
+
+async def count_rows(pg: PgTarget) -> int:
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{pg.schema}".user_audit_logs'))
+    finally:
+        await conn.close()
