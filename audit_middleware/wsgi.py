@@ -19,7 +19,7 @@ first audited request (after a pre-fork server forked), flushed at exit or on :m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._types_wsgi import Environ, StartResponse, WSGIApp
@@ -160,6 +160,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
             held[:] = [status, headers, exc_info]
             return body.append  # the legacy write() callable: its bytes come before the iterable's
 
+        close_error: Exception | None = None
         try:
             result = self._audited(environ, hold, match, method, path, root_path, deliver=events.append)
             try:
@@ -167,7 +168,10 @@ class AuditWSGIMiddleware(CoreMiddleware):
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
-                    close()
+                    try:
+                        close()
+                    except Exception as exc:  # the body is complete (Flask's call_on_close raising): a server
+                        close_error = exc  # would have sent it, then met this in close(); so do we
         except BaseException:
             for event in events:  # the app raised: nothing is sent for it, its event is still recorded
                 self._submit(event)
@@ -189,7 +193,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 start_response(status, headers)
             else:
                 start_response(status, headers, exc_info)
-        return body
+        return body if close_error is None else _FailingClose(body, close_error)
 
     def _submit(self, event: AuditEvent) -> None:
         try:
@@ -313,3 +317,16 @@ class AuditWSGIMiddleware(CoreMiddleware):
             core.note_error("recording after the writer closed", exc)
         except Exception as exc:
             core.note_error("recording", exc)
+
+
+class _FailingClose:
+    """A held body whose app failed in close(): served as is, then the failure is raised in close()."""
+
+    def __init__(self, body: list[bytes], error: Exception) -> None:
+        self._body, self._error = body, error
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        raise self._error

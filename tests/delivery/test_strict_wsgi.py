@@ -14,6 +14,7 @@ from audit_middleware import AuditWriter, AuditWSGIMiddleware
 from audit_middleware.threaded import BackgroundWriter
 from tests.conftest import PgTarget
 from tests.faults import FaultProxy
+from tests.wsgi_helpers import environ_for
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +96,48 @@ async def test_strict_wsgi_route_app_exception_propagates_and_is_recorded(fpg: P
         await asyncio.to_thread(middleware.close, 10.0)
     rows = await fpg.fetch("SELECT action, metadata FROM {t}")
     assert [r["action"] for r in rows] == ["password_reset_failed"]
+
+
+class _ClosingWithError:
+    """A response whose close() fails after its body was produced (Flask's call_on_close raising)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Any:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        raise RuntimeError("mail server down")
+
+
+def closing_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return _ClosingWithError([b'{"changed": true}'])
+
+
+async def test_a_complete_response_whose_close_fails_is_still_delivered(pg: PgTarget, spool_dir: Path) -> None:
+    # Without the middleware a server sends the body, then close() raises and is logged: the client has its
+    # 200. A strict route collects the body first, so the failure came before anything was sent (a 500).
+    middleware = strict_middleware(pg.dsn, pg, spool_dir, 10.0, app=closing_app)
+    started: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append(status)
+        return lambda data: None
+
+    def serve() -> bytes:
+        result = middleware(environ_for("POST", "/reset", b"{}", CONTENT_TYPE="application/json"), start_response)
+        body = b"".join(result)
+        with pytest.raises(RuntimeError, match="mail server down"):
+            result.close()  # the app's failure still reaches the server, where it would have
+        return body
+
+    try:
+        body = await asyncio.to_thread(serve)
+    finally:
+        await asyncio.to_thread(middleware.close, 10.0)
+    assert (started, body) == (["200 OK"], b'{"changed": true}')
+    rows = await pg.fetch("SELECT action FROM {t}")
+    assert [r["action"] for r in rows] == ["password_reset_failed"]  # once, committed before the response
