@@ -53,7 +53,7 @@ __all__ = [
 logger = logging.getLogger("audit_middleware.middleware")
 
 MSG_AUDIT_FAILED = "auditing %s %s failed (%s); recorded a minimal event (%s failures so far)"
-MSG_HOOK_FAILED = "audit %s failed (%s: %s); the request is unaffected (%s failures so far)"
+MSG_HOOK_FAILED = "audit %s failed (%s); the request is unaffected (%s failures so far)"
 WARN_EVERY = 10.0
 MAX_USER_AGENT = 512
 MAX_PATH = 2048
@@ -171,7 +171,9 @@ class AuditCore:
         """Count and log (rate-limited) a failure inside auditing that the request must not see."""
         self.errors += 1
         if self._warn.ready():
-            logger.warning(MSG_HOOK_FAILED, where, type(exc).__name__, exc, self.errors)
+            logger.warning(
+                MSG_HOOK_FAILED, where, describe_failure(exc), self.errors
+            )  # (a message can quote a session id)
 
     # -- matching (request path: keep it cheap) ------------------------------------------------
 
