@@ -61,13 +61,13 @@ DEFAULT_DENY_STEMS: frozenset[str] = frozenset(
         "signingkey", "encryptionkey", "cardnumber", "creditcard", "ccnum", "authorization", "cookie",
         "csrf", "xsrf", "credential", "socialsecurity", "securityanswer", "backupcode", "recoverycode",
         "oauthverifier", "accountkey", "masterkey", "recoverykey", "sharedkey", "privkey", "licensekey",
-        "seedphrase", "mnemonic", "magiclink",
+        "seedphrase", "mnemonic", "magiclink", "oobcode", "subscriptionkey",
     }
 )  # fmt: skip
 DEFAULT_DENY_WORDS: frozenset[str] = frozenset(
     {
         "pass", "pwd", "pw", "pin", "otp", "totp", "hotp", "ssn", "cvv", "cvc", "cvv2", "cvc2", "csc", "ccv", "jwt",
-        "hmac", "bearer", "signature", "psk",
+        "hmac", "bearer", "signature", "psk", "answer",
     }
 )  # fmt: skip
 DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | frozenset(
@@ -78,7 +78,8 @@ DEFAULT_DENY_KEYS: frozenset[str] = DEFAULT_DENY_STEMS | DEFAULT_DENY_WORDS | fr
         "clientsecret", "accesstoken", "refreshtoken", "idtoken", "authtoken", "setcookie", "xapikey",
         "newpassword", "oldpassword", "currentpassword", "passwordconfirmation", "cardnumber", "ssn",
         "sharedaccesskey", "activationcode", "activationkey", "unlockcode", "devicecode", "pairingcode", "invitecode",
-        "assertion", "clientassertion", "samlresponse", "accesskey", "key", "refresh",
+        "assertion", "clientassertion", "samlresponse", "accesskey", "key", "refresh", "bindingcode", "usercode",
+        "authreqid", "accesscode", "ticket", "samlart", "userkey", "appkey", "authkey",
     }
 )  # fmt: skip
 _MIN_CARD_DIGITS = 13

@@ -76,7 +76,22 @@ _EMBEDDED_FIELD = re.compile(
 # A secret sent as a name/value pair ({"name": "password", "value": "x"}: jQuery serializeArray, form builders,
 # Keycloak's {"type": "password", "value": ...}): the value entries go when a name entry names a secret.
 _PAIR_VALUES = frozenset({"value", "values", "val", "Value", "Values"})
-_PAIR_NAMES = ("name", "key", "field", "type", "param", "parameter", "id", "label", "Name", "Key", "Field", "Type")
+_PAIR_NAMES = (
+    "name",
+    "key",
+    "field",
+    "type",
+    "param",
+    "parameter",
+    "id",
+    "label",
+    "path",
+    "Name",
+    "Key",
+    "Field",
+    "Type",
+    "Path",
+)  # fmt: skip  (path: SCIM PatchOp and RFC 6902 JSON Patch, {"op": "replace", "path": "/password", "value": ...})
 _MAX_PAIR_NAME = 64
 _KEY_CACHE_SIZE = 4096
 _MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input

@@ -76,6 +76,11 @@ def redactor() -> Redactor:
         "key", "Key",
         # SimpleJWT's refresh request body
         "refresh",
+        # one-time codes and tickets under their providers' names: Firebase oobCode, Auth0 oob_code and
+        # binding_code, device flow user_code, CIBA auth_req_id, CAS ticket, SAML artifact
+        "oobCode", "oob_code", "binding_code", "user_code", "auth_req_id", "access_code", "ticket", "SAMLart",
+        # API keys in query strings: Azure API Management, 3scale, and the like; security answers
+        "subscription-key", "user_key", "app_key", "auth_key", "answer", "answer_1",
         # bearer assertions (RFC 7521 token requests, SAML)
         "assertion", "client_assertion", "SAMLResponse",
     ],
@@ -173,6 +178,8 @@ def test_mapping_keeps_keys_and_replaces_secret_values(redactor: Redactor) -> No
         {"key": "api_key", "value": "hunter2"},
         {"Name": "client_secret", "Value": "hunter2"},
         {"field": "pin", "values": ["hunter2"]},
+        {"op": "replace", "path": "password", "value": "hunter2"},  # SCIM 2.0 PatchOp
+        {"op": "replace", "path": "/password", "value": "hunter2"},  # RFC 6902 JSON Patch
     ],
 )
 def test_a_secret_given_as_a_name_value_pair_is_redacted(redactor: Redactor, pair: dict[str, Any]) -> None:
