@@ -110,7 +110,7 @@ _SHORTEST_VENDOR_KEY = 20
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-~.=]{20,}$")
+_TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-~.=:]{20,}$")  # ":" joins the parts of Django's signed values
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 
 
@@ -183,9 +183,10 @@ def luhn_valid(digits: str) -> bool:
 
 
 def looks_like_token(segment: str) -> bool:
-    """Whether a path segment looks like a credential: a JWT, a 16+ hex run, or 20+ mixed-case-and-digit chars.
+    """Whether a path segment looks like a credential: a JWT, a 16+ hex run, 20+ mixed-case-and-digit chars
+    (colons allowed, as in Django's signed values), or 32+ letters and digits without a separator.
 
-    Canonical UUIDs and lower-case slugs (``my-first-blog-post-2024``) are not tokens.
+    Canonical UUIDs and slugs (``my-first-blog-post-2024``) are not tokens.
     """
     if len(segment) < 20 or _TOKEN_SEGMENT.match(segment) is None or _UUID.match(segment) is not None:
         return False
@@ -194,7 +195,10 @@ def looks_like_token(segment: str) -> bool:
     hex_run = _HEX_RUN.search(segment)
     if hex_run is not None and any(c.isdigit() for c in hex_run.group()) and any(c.isalpha() for c in hex_run.group()):
         return True
-    return any(c.isupper() for c in segment) and any(c.islower() for c in segment) and any(c.isdigit() for c in segment)
+    has_digit = any(c.isdigit() for c in segment)
+    if len(segment) >= 32 and segment.isalnum() and has_digit and not segment.isdigit():
+        return True  # one long run of letters and digits (allauth's 64-character keys): slugs have separators
+    return any(c.isupper() for c in segment) and any(c.islower() for c in segment) and has_digit
 
 
 def _url_credentials(match: re.Match[str]) -> str:

@@ -500,8 +500,9 @@ class Redactor:
         return result
 
     def url(self, url: str) -> str:
-        """Drop userinfo and redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
-        return self.text(redact_url(url[: self._window], self._hides))
+        """Drop userinfo, mask token-looking path segments (a Referer can carry ``/reset/<token>``) and
+        redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
+        return self.text(redact_url(url[: self._window], self._hides, looks_like_token))
 
     def _hides(self, key: str) -> bool:
         return not self._keeps(key)

@@ -17,8 +17,9 @@ __all__ = ["mask_template", "redact_url"]
 _TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
 
 
-def redact_url(url: str, hides: Callable[[str], bool]) -> str:
-    """Drop the userinfo of ``url`` and replace values of query and fragment keys that ``hides``.
+def redact_url(url: str, hides: Callable[[str], bool], masks: Callable[[str], bool] | None = None) -> str:
+    """Drop the userinfo of ``url`` and replace values of query and fragment keys that ``hides``
+    (and path segments that ``masks``, when given).
 
     Example:
         >>> redact_url("https://u:p@x.example/cb?code=1&state=2", lambda key: key == "code")
@@ -34,7 +35,17 @@ def redact_url(url: str, hides: Callable[[str], bool]) -> str:
     query, hash_, fragment = query.partition("#")
     if not qmark:
         head, hash_, fragment = head.partition("#")
+    if masks is not None:
+        head = _mask_segments(head, masks, skip=3 if sep and "/" not in scheme else 0)  # scheme:, "", authority
     return head + qmark + _redact_pairs(query, hides) + hash_ + _redact_pairs(fragment, hides)
+
+
+def _mask_segments(head: str, masks: Callable[[str], bool], skip: int) -> str:
+    segments = head.split("/")
+    for index in range(skip, len(segments)):
+        if masks(segments[index]):
+            segments[index] = REDACTED
+    return "/".join(segments)
 
 
 def _redact_pairs(query: str, hides: Callable[[str], bool]) -> str:

@@ -520,6 +520,16 @@ def test_referer_goes_through_url_redaction(redactor: Redactor) -> None:
     assert out == {"referer": f"https://app.example/reset?token={REDACTED}&next=/home"}
 
 
+def test_a_token_in_the_referer_path_is_masked(redactor: Redactor) -> None:
+    # Flask-Security serves its reset form at /reset/<token> and posts back there: the browser's Referer
+    # carries the token (an itsdangerous one, no shape a value detector knows) while the path is masked
+    token = "WyIwODJlYjQ3MTBmIl0.ZxYzAb.TCyebFS20-aK3mQ9zLr"
+    out = redactor.headers([(b"referer", f"https://app.example.com/reset/{token}?next=/home".encode())])
+    assert out == {"referer": f"https://app.example.com/reset/{REDACTED}?next=/home"}
+    kept = "https://app.example.com/blog/my-first-blog-post-about-2024"
+    assert redactor.headers([(b"referer", kept.encode())]) == {"referer": kept}
+
+
 def test_repeated_header_values_give_the_same_result_from_the_cache(redactor: Redactor) -> None:
     raw = [(b"user-agent", b"agent 4111 1111 1111 1111"), (b"referer", b"https://a:b@x.example/?token=t")]
     first = redactor.headers(raw)
@@ -641,6 +651,11 @@ def test_url(redactor: Redactor, url: str, expected: str) -> None:
         # ordinary paths are kept
         ("/users/6f1c2f0e-8a5b-4c3d-9e7f-0a1b2c3d4e5f", None, "/users/6f1c2f0e-8a5b-4c3d-9e7f-0a1b2c3d4e5f"),
         ("/blog/my-first-blog-post-about-2024", None, "/blog/my-first-blog-post-about-2024"),
+        # django-allauth e-mail confirmation keys: signed (colons), or 64 lower-case characters
+        ("/accounts/confirm-email/NDI:1xWU5z:oeNB4s4VqJmXkT2bYcWd9fGh/", None, f"/accounts/confirm-email/{REDACTED}/"),
+        ("/accounts/confirm-email/" + "nqer8vzwapyl37" * 4 + "abcdefgh/", None, f"/accounts/confirm-email/{REDACTED}/"),
+        ("/v1/projects/p1/locations/us:batchGet", None, "/v1/projects/p1/locations/us:batchGet"),
+        ("/archive/2024-01-31T12:00:00Z", None, "/archive/2024-01-31T12:00:00Z"),
         ("/api/v1/users/123/orders", None, "/api/v1/users/123/orders"),
         ("/login", None, "/login"),
     ],
