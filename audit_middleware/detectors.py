@@ -25,7 +25,8 @@ PRIVATE KEY-----`` to its END line, or to the end of the string when cut), URL u
 (``scheme://user:password@``), provider API keys with a known prefix (AWS ``AKIA``/``ASIA``, GitHub
 ``ghp_``/``github_pat_``, GitLab ``glpat-``, Slack ``xox?-`` and the secret path of ``hooks.slack.com``
 webhook URLs, Stripe ``sk_live_``/``rk_``/``pk_``/``whsec_``, Google ``AIza`` and ``ya29.`` OAuth tokens,
-SendGrid ``SG.``, npm ``npm_``, ``sk-`` keys) and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
+SendGrid ``SG.``, npm ``npm_``, ``sk-`` keys, and the others listed at ``_VENDOR_KEY``), ``SSWS`` (Okta) and
+``ApiKey`` credentials, and 13-19 digit card numbers (spaces or dashes allowed) starting with 2-6
 (Mastercard, Visa, Amex, Diners, Discover, JCB, UnionPay) and passing Luhn.
 Only the matched part is replaced.
 """
@@ -89,10 +90,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # One regex per detector, each run only when a cheap substring test says it could match: a combined
 # alternation is tried at every position and costs several times more on ordinary strings.
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----|.*\Z)", re.S)
-_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#]*@")  # to the last @: p@ss
 _JWT = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?")
-_SCHEME_CREDENTIALS = re.compile(r"\b((?i:bearer|basic|token|digest))[ \t]+([A-Za-z0-9\-._~+/]+=*)")
-_SCHEMES = ("bearer", "basic", "token", "digest")
+_SCHEME_CREDENTIALS = re.compile(r"\b((?i:bearer|basic|token|digest|ssws|apikey))[ \t]+([A-Za-z0-9\-._~+/]+=*)")
+_SCHEMES = ("bearer", "basic", "token", "digest", "ssws", "apikey")  # SSWS: Okta; ApiKey: Elasticsearch
 # Provider API keys with a recognisable prefix: AWS access key ids, GitHub, GitLab, Slack (tokens and
 # webhook URLs' secret path), Stripe (API keys, webhook signing secrets), Google (API keys, OAuth access
 # tokens), SendGrid, npm, OpenAI/Anthropic-style "sk-" keys.
@@ -100,12 +101,25 @@ _VENDOR_KEY = re.compile(
     r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_\-]{20,}"
     r"|xox[abprs]-[A-Za-z0-9\-]{10,}|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_\-]{35}|npm_[A-Za-z0-9]{36}"
     r"|sk-(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{24,}|ya29\.[0-9A-Za-z_\-]{20,}"
-    r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,})"
+    r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,}"
+    # Shopify, Hugging Face, Google client secrets and refresh tokens, PyPI, Slack app tokens, DigitalOcean,
+    # GitLab's other tokens, Atlassian, Grafana, Vault, Doppler, Databricks, Notion, Linear, Postman, Square,
+    # Mailgun, Telegram bots, Discord and Microsoft Teams webhook URLs' secret part
+    r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}|hf_[A-Za-z0-9]{30,}|GOCSPX-[A-Za-z0-9_\-]{20,}|1//0[A-Za-z0-9_\-]{40,}"
+    r"|pypi-AgE[A-Za-z0-9_\-]{50,}|xapp-[A-Za-z0-9\-]{20,}|xoxe(?:\.xox[bp])?-[A-Za-z0-9\-]{10,}|dop_v1_[a-f0-9]{64}"
+    r"|gl(?:rt|dt|soat|ptt|ft|imt|cbt|oas|ffct)-[A-Za-z0-9_\-]{20,}|ATATT[A-Za-z0-9_\-=]{50,}|glsa_[A-Za-z0-9_]{32,}"
+    r"|hvs\.[A-Za-z0-9_\-]{24,}|dp\.(?:st|ct|sa|scim|audit|pt)\.[A-Za-z0-9_.\-]{40,}|dapi[a-f0-9]{32}"
+    r"|ntn_[A-Za-z0-9]{40,}|lin_api_[A-Za-z0-9]{40}|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}|sq0csp-[A-Za-z0-9_\-]{40,}"
+    r"|EAAA[A-Za-z0-9_\-]{60,}|key-[a-f0-9]{32}|[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}"
+    r"|(?<=discord\.com/api/webhooks/)[0-9]+/[A-Za-z0-9_\-]{60,}|(?<=discordapp\.com/api/webhooks/)[0-9]+/[A-Za-z0-9_\-]{60,}"
+    r"|(?<=webhook\.office\.com/webhookb2/)[A-Za-z0-9@\-/]{20,})"
 )
 _VENDOR_PREFIXES = (
-    "AKIA", "ASIA", "gh", "github_pat_", "glpat-", "xox", "k_live_", "k_test_", "AIza", "npm_", "sk-", "whsec_",
-    "ya29.", "SG.", "hooks.slack.com/",
+    "AKIA", "ASIA", "gh", "github_pat_", "gl", "xox", "k_live_", "k_test_", "AIza", "npm_", "sk-", "whsec_",
+    "ya29.", "SG.", "hooks.slack.com/", "shp", "hf_", "GOCSPX-", "1//0", "pypi-", "xapp-", "dop_v1_", "ATATT", "hvs.",
+    "dp.", "dapi", "ntn_", "lin_api_", "PMAK-", "sq0csp-", "EAAA", "key-", ":AA", "/api/webhooks/", "webhookb2/",
 )  # fmt: skip
+_VENDOR_GATE = re.compile("|".join(map(re.escape, _VENDOR_PREFIXES)))  # one scan, not one per prefix
 _SHORTEST_VENDOR_KEY = 20
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
@@ -160,7 +174,7 @@ def mask_secrets(value: str) -> str:
         lowered = value.lower()
         if any(scheme in lowered for scheme in _SCHEMES):
             value = _SCHEME_CREDENTIALS.sub(_scheme_credentials, value)
-    if len(value) >= _SHORTEST_VENDOR_KEY and any(prefix in value for prefix in _VENDOR_PREFIXES):
+    if len(value) >= _SHORTEST_VENDOR_KEY and _VENDOR_GATE.search(value) is not None:
         value = _VENDOR_KEY.sub(REDACTED, value)
     if len(value) >= _MIN_CARD_DIGITS:
         data = value.encode("utf-8")

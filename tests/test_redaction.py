@@ -335,6 +335,37 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
             "posting to https://hooks.slack.com/services/T0123ABCD/B0123ABCD/abcdefghijklmnopqrstuvwx",
             f"posting to https://hooks.slack.com/{REDACTED}",
         ),
+        # more providers' token formats
+        ("shpat_" + "a1b2c3d4" * 4, REDACTED),  # Shopify
+        ("hf_" + "aB1" * 11, REDACTED),  # Hugging Face
+        ("GOCSPX-" + "aB1_" * 7, REDACTED),  # Google OAuth client secret
+        ("1//0g" + "aB1-" * 12, REDACTED),  # Google refresh token
+        ("pypi-AgE" + "aB1_" * 15, REDACTED),  # PyPI
+        ("xapp-1-A0" + "12345abcde" * 3, REDACTED),  # Slack app-level token
+        ("dop_v1_" + "0a1b2c3d" * 8, REDACTED),  # DigitalOcean
+        ("glrt-" + "aB1_" * 6, REDACTED),  # GitLab runner token
+        ("ATATT" + "3xFfGF0" * 9, REDACTED),  # Atlassian
+        ("glsa_" + "aB1" * 11, REDACTED),  # Grafana service account
+        ("hvs." + "aB1_" * 7, REDACTED),  # HashiCorp Vault
+        ("dp.st.dev." + "aB1_" * 11, REDACTED),  # Doppler
+        ("dapi" + "0a1b2c3d" * 4, REDACTED),  # Databricks
+        ("ntn_" + "aB1" * 15, REDACTED),  # Notion
+        ("lin_api_" + "aB1c" * 10, REDACTED),  # Linear
+        ("PMAK-" + "0a1b2c" * 4 + "-" + "0a1b2c3d4e5f" * 2 + "0a1b2c3d4e", REDACTED),  # Postman
+        ("sq0csp-" + "aB1_" * 11, REDACTED),  # Square
+        ("key-" + "0a1b2c3d" * 4, REDACTED),  # Mailgun
+        ("bot 123456789:AA" + "aB1_" * 8 + "c, ok", f"bot {REDACTED}, ok"),  # Telegram
+        (
+            "https://discord.com/api/webhooks/123456789012345678/" + "aB1_" * 17,
+            f"https://discord.com/api/webhooks/{REDACTED}",
+        ),
+        (
+            "https://acme.webhook.office.com/webhookb2/6f1c2f0e-8a5b@6f1c2f0e-8a5b/IncomingWebhook/0a1b2c3d4e5f/x",
+            f"https://acme.webhook.office.com/webhookb2/{REDACTED}",
+        ),
+        ("header SSWS 00aB1cD2eF3gH4iJ5kL6", f"header SSWS {REDACTED}"),  # Okta
+        ("ApiKey aB1cD2eF3gH4iJ5k==", f"ApiKey {REDACTED}"),  # Elasticsearch
+        ("postgres://app:p@ss@word@db.internal/app", f"postgres://{REDACTED}@db.internal/app"),  # an unescaped @
         # connection strings: Azure storage and Service Bus keys
         (
             "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=abc123==;EndpointSuffix=core.windows.net",
@@ -412,6 +443,10 @@ def test_value_detectors_mask_only_the_secret(redactor: Redactor, value: str, ex
         "whsec_ is the prefix of Stripe signing secrets",
         "SG.2024 results are in",
         "https://hooks.slack.com/ is where webhooks go",
+        "the key-value store",
+        "hf_ is a prefix",
+        "glass-doors-and-global-settings",
+        "see discord.com/api/webhooks",
         # colons that are not a sensitive field
         "https://example.com:8443/x",
         "12:00:00",
