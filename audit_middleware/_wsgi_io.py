@@ -34,6 +34,7 @@ class TeeInput:
 
     def __init__(self, stream: Any, exchange: Exchange, cap: int, length: int | None) -> None:
         self._stream = stream
+        self._lines: Iterator[bytes] | None = None
         self._exchange = exchange
         self._cap = cap
         self._length = length
@@ -61,31 +62,42 @@ class TeeInput:
         elif asked != 0:
             exchange.body_complete = True  # EOF
 
-    def read(self, *args: Any) -> bytes:
-        data = self._stream.read(*args)
-        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
+    # Sizes by position or by keyword (gunicorn's Body and io.BytesIO take ``size=``), passed on as given.
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        data = self._stream.read(*args, **kwargs)
+        self._seen(data, _asked(args, kwargs))
         return data  # type: ignore[no-any-return]
 
-    def readline(self, *args: Any) -> bytes:
-        data = self._stream.readline(*args)
-        self._seen(data, args[0] if args and args[0] is not None and args[0] >= 0 else None)
+    def readline(self, *args: Any, **kwargs: Any) -> bytes:
+        data = self._stream.readline(*args, **kwargs)
+        self._seen(data, _asked(args, kwargs))
         return data  # type: ignore[no-any-return]
 
-    def readlines(self, *args: Any) -> list[bytes]:
-        lines: list[bytes] = self._stream.readlines(*args)
+    def readlines(self, *args: Any, **kwargs: Any) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(*args, **kwargs)
         for line in lines:
             self._seen(line, None)
         return lines
 
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self._stream:
-            self._seen(line, None)
-            yield line
+    def __iter__(self) -> TeeInput:
+        return self
+
+    def __next__(self) -> bytes:  # next(wsgi.input) works on gunicorn's Body and io.BytesIO
+        if self._lines is None:
+            self._lines = iter(self._stream)
+        line: bytes = next(self._lines)
+        self._seen(line, None)
+        return line
 
     def __getattr__(self, name: str) -> Any:
         if name in self._HIDDEN or name == "readinto":  # readinto: set in __init__ when the stream has it
             raise AttributeError(name)
         return getattr(self._stream, name)
+
+
+def _asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    size = args[0] if args else kwargs.get("size")
+    return size if size is not None and size >= 0 else None
 
 
 class AuditedResponse:
@@ -201,3 +213,13 @@ def hook_file_wrapper(result: Any, exchange: Exchange, finish: Callable[[], None
 
     result.close = close_with_audit
     return result
+
+
+class SizedAuditedResponse(AuditedResponse):
+    """An :class:`AuditedResponse` over a list or tuple: ``len()`` stays available, since PEP 3333 lets a
+    server set Content-Length when it is 1 (wsgiref, waitress and gevent do)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from typing import Any
 from ._types_wsgi import Environ, StartResponse, WSGIApp
 from ._wsgi_io import (
     AuditedResponse,
+    SizedAuditedResponse,
     TeeInput,
     content_length,
     hook_file_wrapper,
@@ -225,8 +226,11 @@ class AuditWSGIMiddleware(CoreMiddleware):
         if cap and stream is not None:
             environ["wsgi.input"] = TeeInput(stream, exchange, cap, content_length(environ))
 
-        def start_response_with_audit(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            write = start_response(status, headers, *exc_info)  # raises per PEP 3333 if headers were sent
+        def start_response_with_audit(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # exc_info by position or keyword (PEP 3333 names it); passed on only when given (then the server
+            # raises, per PEP 3333, if headers were already sent)
+            given = () if exc_info is None else (exc_info,)
+            write = start_response(status, headers, *given)
             try:
                 exchange.status = int(status[:3])
             except (TypeError, ValueError):
@@ -264,6 +268,8 @@ class AuditWSGIMiddleware(CoreMiddleware):
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(result, wrapper) and hasattr(result, "__dict__"):
             return hook_file_wrapper(result, exchange, finish)  # type: ignore[no-any-return]
+        if isinstance(result, list | tuple):
+            return SizedAuditedResponse(result, exchange, finish)
         return AuditedResponse(result, exchange, finish)
 
     def _record(

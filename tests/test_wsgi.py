@@ -286,6 +286,75 @@ def test_tee_supports_readline_and_iteration(opened: list[Audited]) -> None:
     assert event.action == "signup"
 
 
+def test_tee_takes_what_gunicorns_input_takes() -> None:
+    # Keyword sizes and next(): gunicorn's Body (and io.BytesIO) accept them, and an app written against
+    # them must not break when the middleware's tee stands in between.
+    from audit_middleware._wsgi_io import TeeInput
+    from audit_middleware.options import Exchange
+
+    class GunicornLikeBody:  # the signatures of gunicorn.http.body.Body
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def read(self, size: int | None = None) -> bytes:
+            return self._data.read(size)
+
+        def readline(self, size: int | None = None) -> bytes:
+            return self._data.readline(size)
+
+        def readlines(self, size: int | None = None) -> list[bytes]:
+            return self._data.readlines(size)
+
+        def __iter__(self) -> Any:
+            return self
+
+        def __next__(self) -> bytes:
+            return next(self._data)
+
+    body = b"ab\ncd\nef\ngh\n"
+    exchange = Exchange(0)
+    tee = TeeInput(GunicornLikeBody(body), exchange, 64, len(body))
+    assert tee.read(size=2) == b"ab"
+    assert tee.readline(size=4) == b"\n"
+    assert next(tee) == b"cd\n"
+    assert tee.readlines(size=2) == [b"ef\n"]
+    assert list(tee) == [b"gh\n"]
+    assert b"".join(exchange.body) == body and exchange.body_complete
+
+
+def test_start_response_takes_exc_info_by_keyword(opened: list[Audited]) -> None:
+    # PEP 3333 names the parameter; wsgiref, gunicorn and werkzeug all accept it by keyword
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            raise ValueError("in the view")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], exc_info=sys.exc_info())
+        return [b"err"]
+
+    a = audited(opened, app, validate=False)
+    start_response, calls = start_response_recorder()
+    result = a.middleware(environ_for("POST", "/login"), start_response)
+    assert list(result) == [b"err"] and calls[0][0].startswith("500")
+    result.close()  # type: ignore[attr-defined]
+
+
+def test_a_one_chunk_list_keeps_its_length(opened: list[Audited]) -> None:
+    # PEP 3333 lets a server set Content-Length when len(result) == 1 (wsgiref, waitress, gevent do):
+    # without it the response goes out close-delimited or chunked, and keep-alive is lost
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    a = audited(opened, app, validate=False)
+    start_response, _ = start_response_recorder()
+    result = a.middleware(environ_for("POST", "/login"), start_response)
+    assert len(result) == 1  # type: ignore[arg-type]
+    assert list(result) == [b"hello"]
+    result.close()  # type: ignore[attr-defined]
+    [event] = a.events()
+    assert event.metadata["http"]["status"] == 200
+
+
 # -- the response passes through --------------------------------------------------------------------
 
 
