@@ -43,20 +43,65 @@ IDENTIFIER_FIELDS = ("username", "email", "login", "identity", "user", "user_nam
 _USER_KEYS = ("user_id", "userId", "id", "sub", "pk")
 _TOKEN_KEYS = ("access_token", "id_token", "token", "access", "jwt")
 _JWT = re.compile(r"^[A-Za-z0-9_-]{2,}\.([A-Za-z0-9_-]{2,})\.[A-Za-z0-9_-]*$")
-_FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for=("[^"]*"|[^;,\s]*)')
+# One RFC 7239 forwarded-pair: a token name, "=", a token or a quoted-string (lenient: unquoted values may
+# hold the ":" and "[]" that proxies ought to quote). After it comes ";" (next pair), "," (next element) or
+# the end; anything else, such as a client's unclosed quote that swallowed the proxy's own element, makes
+# the element malformed.
+_FORWARDED_PAIR = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;,"]*)\s*')
+MALFORMED_HOP = "<malformed>"  # never parses as an address: the walk stops there
+
+
+def forwarded_for(line: str) -> list[str]:
+    """The ``for=`` values of one ``Forwarded`` header line, element by element (quotes removed).
+
+    A malformed element ends the list with :data:`MALFORMED_HOP`: what it swallowed cannot be told
+    apart, so nothing from there on is believed. Elements without ``for=`` are skipped.
+    """
+    hops: list[str] = []
+    position, end = 0, len(line)
+    found: str | None = None
+    while position < end:
+        match = _FORWARDED_PAIR.match(line, position)
+        if match is None:
+            return [*hops, MALFORMED_HOP]
+        name, value = match.group(1).lower(), match.group(2)
+        if name == "for":
+            found = re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
+        position = match.end()
+        separator = line[position] if position < end else ","
+        if separator not in ";,":
+            return [*hops, MALFORMED_HOP]
+        if separator == ",":
+            if found is not None:
+                hops.append(found)
+            found = None
+        position += 1
+    return hops
 
 
 def parse_hop(value: str) -> IPAddress:
-    """Parse one forwarded hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"[::1]"``) or raise ValueError."""
+    """Parse one forwarded hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"[::1]"``) or raise ValueError.
+
+    A port must be digits (or an RFC 7239 obfuscated ``_port``): ``6.6.6.6:x`` is no hop.
+    """
     value = value.strip().strip('"')
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
             raise ValueError(f"unterminated IPv6 hop {value[:MAX_HOP_LENGTH]!r}")
+        rest = value[end + 1 :]
+        if rest and not (rest.startswith(":") and _port(rest[1:])):
+            raise ValueError(f"malformed hop {value[:MAX_HOP_LENGTH]!r}")
         return ipaddress.ip_address(value[1:end])
     if value.count(":") == 1:  # IPv4 with a port
-        value = value.partition(":")[0]
+        value, _, port = value.partition(":")
+        if not _port(port):
+            raise ValueError(f"malformed port in hop {value[:MAX_HOP_LENGTH]!r}")
     return ipaddress.ip_address(value)
+
+
+def _port(text: str) -> bool:
+    return text.isdigit() or (text.startswith("_") and len(text) > 1)
 
 
 class TrustedProxies:
@@ -113,7 +158,7 @@ class TrustedProxies:
         hops: list[str] = []
         for line in values:
             if self.header == "forwarded":
-                hops.extend(m.group(1) for m in _FORWARDED_FOR.finditer(line))
+                hops.extend(forwarded_for(line))
             else:
                 hops.extend(line.split(","))
         return [h.strip().strip('"')[:MAX_HOP_LENGTH] for h in hops[-MAX_CHAIN:]]

@@ -61,6 +61,12 @@ def test_client_ip_x_forwarded_for(peer: Any, lines: Any, expected: Any) -> None
         (['for=6.6.6.6, for="[2001:db8::7]:80";by=10.0.0.1'], "2001:db8::7"),
         (["for=5.5.5.5", 'For="1.2.3.4:80", for=10.0.0.9'], "1.2.3.4"),
         (["for=_hidden"], "10.0.0.1"),
+        (['for="1.2.3.4, 5.6.7.8";proto=https'], "10.0.0.1"),  # a comma inside quotes is no hop separator
+        (['for="[2001:db8::7]:4711";host="a, for=6.6.6.6"'], "2001:db8::7"),  # nor a quoted host's text
+        # A client's unclosed quote swallowing the proxy's own element (which RFC 7239 makes quoted for
+        # IPv6 or a port): the spoofed 6.6.6.6 must never be believed; the element is malformed
+        (['for="6.6.6.6:x, for="[2001:db8::1]:4711"'], "10.0.0.1"),
+        (['for="6.6.6.6:x', 'for="203.0.113.7:4711"'], "203.0.113.7"),  # on its own line the proxy's is intact
     ],
 )
 def test_client_ip_rfc7239_forwarded(lines: Any, expected: Any) -> None:
@@ -93,7 +99,9 @@ def test_bad_proxy_configuration_is_rejected(trusted: Any, header: Any) -> None:
         TrustedProxies(trusted, header)
 
 
-@pytest.mark.parametrize("value", ["", "garbage", "1.2.3.4.5", "[::1", "::1]:80x"])
+@pytest.mark.parametrize(
+    "value", ["", "garbage", "1.2.3.4.5", "[::1", "::1]:80x", "6.6.6.6:x", "6.6.6.6:x, for=", "[::1]:http", "[::1]x"]
+)
 def test_parse_hop_rejects_malformed(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_hop(value)
