@@ -264,6 +264,12 @@ class AuditCore:
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
+        # The framework's authenticated user comes first: a response body can echo what the client sent
+        # ({"id": "admin"} from a device registration on a preset "register" route), and must never rename
+        # an authenticated actor. Only when nobody is known (a login, a sign-up) does the response name them.
+        known = user_id_of(response.user) or user_id_of(request.user)
+        if known is not None:
+            return known
         if (
             spec is not None
             and spec.user_from_response
@@ -272,10 +278,8 @@ class AuditCore:
             and response.status < 400
             and response.exception is None
         ):
-            found = user_from_response([(_text(k).lower(), _text(v)) for k, v in response.headers], response.body)
-            if found is not None:
-                return found
-        return user_id_of(response.user) or user_id_of(request.user)
+            return user_from_response([(_text(k).lower(), _text(v)) for k, v in response.headers], response.body)
+        return None
 
     def _redacted_user(self, user: Any) -> Any:
         """A user that is not a UUID is stored as ``metadata.user_ref``: it goes through the value detectors
