@@ -233,8 +233,8 @@ class AuditCore:
             return self._minimal(request, response, match, action, exc)
 
     def _failed(self, response: ResponseInfo) -> bool:
-        if response.exception is not None:
-            return True
+        if response.exception is not None and not response.completed:  # after a complete response (a failing
+            return True  # background task), the outcome is what the client received; http.exception says the rest
         return response.status is not None and response.status >= self.config.failure_status
 
     def _action(
@@ -276,7 +276,7 @@ class AuditCore:
             and self.config.user_from_response
             and response.status is not None
             and response.status < 400
-            and response.exception is None
+            and (response.exception is None or response.completed)
         ):
             return user_from_response([(_text(k).lower(), _text(v)) for k, v in response.headers], response.body)
         return None
@@ -284,8 +284,8 @@ class AuditCore:
     def _redacted_user(self, user: Any) -> Any:
         """A user that is not a UUID is stored as ``metadata.user_ref``: it goes through the value detectors
         first (a resolver that hands back a JWT or a bearer credential must not store it)."""
-        if type(user) is str and not _UUID_TEXT.match(user):
-            return self.redactor.text(user)
+        if type(user) is str and not user.isdigit() and not _UUID_TEXT.match(user):  # (all digits: an id, even
+            return self.redactor.text(user)  # when it passes Luhn, like many 18-digit Discord/Twitter ids)
         return user
 
     def _metadata(

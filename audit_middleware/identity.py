@@ -54,29 +54,40 @@ MALFORMED_HOP = "<malformed>"  # never parses as an address: the walk stops ther
 def forwarded_for(line: str) -> list[str]:
     """The ``for=`` values of one ``Forwarded`` header line, element by element (quotes removed).
 
-    A malformed element ends the list with :data:`MALFORMED_HOP`: what it swallowed cannot be told
-    apart, so nothing from there on is believed. Elements without ``for=`` are skipped.
+    A malformed element gives :data:`MALFORMED_HOP` (the walk stops there: nothing left of it is
+    believed) and parsing resumes after the next comma, so a client's garbage cannot hide the elements
+    its proxies append. Empty elements and elements without ``for=`` are skipped.
     """
     hops: list[str] = []
     position, end = 0, len(line)
     found: str | None = None
-    while position < end:
+    malformed = False
+    while True:
+        while position < end and line[position] in " \t":
+            position += 1
+        if position >= end or line[position] == ",":  # the end of an element
+            if malformed:
+                hops.append(MALFORMED_HOP)
+            elif found is not None:
+                hops.append(found)
+            found, malformed = None, False
+            if position >= end:
+                return hops
+            position += 1
+            continue
+        if line[position] == ";":  # an empty pair
+            position += 1
+            continue
         match = _FORWARDED_PAIR.match(line, position)
-        if match is None:
-            return [*hops, MALFORMED_HOP]
-        name, value = match.group(1).lower(), match.group(2)
-        if name == "for":
+        if match is None or (match.end() < end and line[match.end()] not in ";,"):
+            malformed = True  # resynchronise at the next comma: the element ends there
+            comma = line.find(",", position if match is None else match.end())
+            position = end if comma < 0 else comma
+            continue
+        if match.group(1).lower() == "for":
+            value = match.group(2)
             found = re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
         position = match.end()
-        separator = line[position] if position < end else ","
-        if separator not in ";,":
-            return [*hops, MALFORMED_HOP]
-        if separator == ",":
-            if found is not None:
-                hops.append(found)
-            found = None
-        position += 1
-    return hops
 
 
 def parse_hop(value: str) -> IPAddress:

@@ -67,10 +67,11 @@ _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 # "key: value" fields in free text: JSON or a dict kept as a string ({"password":"x"}, {'pin': '1'}), one level
 # of escaped JSON ({\"token\":\"x\"}), GraphQL inline arguments (password: "x"), YAML-like lines. Groups: the
-# key's quote, the key, the separator, the value (quoted, possibly cut before its closing quote, or bare).
+# key's quote, the key, the separator, the value (quoted, possibly cut before its closing quote, or bare; a
+# bare value never starts with "{" or "[", so the keys of a nested object are judged themselves).
 _EMBEDDED_FIELD = re.compile(
     r"""(?<![\w"'\\])(\\?["']|)([A-Za-z_][\w\-.\[\]]{0,63})\1(\s*:\s*)"""
-    r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?:\[REDACTED\]|[^\s,;)}\]"'\\])[^\s,;)}\]]*)""",
+    r"""(\\"(?:(?!\\").)*(?:\\")?|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|(?:\[REDACTED\]|[^\s,;)}\]"'\\{\[])[^\s,;)}\]]*)""",
     re.S,
 )
 # A secret sent as a name/value pair ({"name": "password", "value": "x"}: jQuery serializeArray, form builders,
@@ -261,24 +262,25 @@ class Redactor:
 
     # -- strings -------------------------------------------------------------------------------------
 
-    def text(self, value: str) -> str:
+    def text(self, value: str, *, fields: bool = True) -> str:
         """Clean, bound and mask a client-controlled string.
 
         Removes NUL and other C0 controls (tab and newline stay), replaces lone surrogates with U+FFFD,
         masks detector hits with ``REDACTED`` (keeping the rest of the string) and cuts the result to
-        ``max_string`` characters plus ``...[TRUNCATED]``.
+        ``max_string`` characters plus ``...[TRUNCATED]``. ``fields=False`` leaves ``key: value`` alone
+        (paths and URLs: ``/v1/tokens:revoke`` names an action, not a secret).
         """
         if type(value) is not str and not isinstance(value, str):
             value = str(value)  # never raise on a caller's odd value
         if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
             if self._detect and (len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value):
-                return self._mask(value)
+                return self._mask(value, fields)
             return value
         if len(value) > self._window:
             value = value[: self._window]
         value = clean(value)
         if self._detect:
-            value = self._mask(value)
+            value = self._mask(value, fields)
         if len(value) > self._max_string:
             value = value[: self._max_string] + "..." + TRUNCATED
         return value
@@ -299,13 +301,13 @@ class Redactor:
             data = {k: v for k, v in data.items() if normalise_key(str(k)) in allowed}
         return self._walk(data, 0, True)
 
-    def _mask(self, value: str) -> str:
+    def _mask(self, value: str, fields: bool = True) -> str:
         """The value detectors, plus sensitive ``key=value`` pairs (URLs, query strings) and ``key: value``
         fields (embedded JSON, GraphQL arguments) in free text."""
         value = mask_secrets(value)
         if "=" in value:
             value = _EMBEDDED_PAIR.sub(self._embedded_pair, value)
-        if ":" in value:
+        if fields and ":" in value:
             value = _EMBEDDED_FIELD.sub(self._embedded_field, value)
         return value
 
@@ -502,7 +504,7 @@ class Redactor:
     def url(self, url: str) -> str:
         """Drop userinfo, mask token-looking path segments (a Referer can carry ``/reset/<token>``) and
         redact sensitive query (and fragment) keys of a URL, then :meth:`text` it."""
-        return self.text(redact_url(url[: self._window], self._hides, looks_like_token))
+        return self.text(redact_url(url[: self._window], self._hides, looks_like_token), fields=False)
 
     def _hides(self, key: str) -> bool:
         return not self._keeps(key)
@@ -525,4 +527,4 @@ class Redactor:
         for index, segment in enumerate(segments):
             if looks_like_token(segment):
                 segments[index] = REDACTED
-        return self.text("/".join(segments) + ("/" if trailing else ""))
+        return self.text("/".join(segments) + ("/" if trailing else ""), fields=False)

@@ -92,7 +92,10 @@ def database_identity(dsn: str | None) -> str:
     query = dict(parse_qsl(parts.query))
     hosts = query.get("host") or parts.netloc.rpartition("@")[2] or "localhost"
     port = query.get("port") or "5432"
-    database = query.get("dbname") or unquote(parts.path.lstrip("/"))
+    database = query.get("dbname") or query.get("database") or unquote(parts.path.lstrip("/"))
+    if not database:  # the server takes the user's name for it: the user then names the database
+        userinfo = parts.netloc.rpartition("@")[0]
+        database = "<user " + (query.get("user") or unquote(userinfo.partition(":")[0])) + ">"
     return ",".join(_with_port(host.strip().lower(), port) for host in hosts.split(",")) + "/" + database
 
 

@@ -334,5 +334,8 @@ class _FailingClose:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
 
+    def __len__(self) -> int:  # a one-chunk body keeps its Content-Length (PEP 3333)
+        return len(self._body)
+
     def close(self) -> None:
         raise self._error

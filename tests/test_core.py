@@ -66,6 +66,27 @@ def test_an_authenticated_user_is_never_overridden_by_the_response_body() -> Non
     assert event is not None and event.user_id == UID  # nobody authenticated yet: the app's response names them
 
 
+def test_a_numeric_user_id_is_kept_even_when_it_passes_luhn() -> None:
+    core = AuditCore()
+    user = "456226577798135801"  # an 18-digit snowflake id that happens to pass the card check
+    response = ResponseInfo(status=200, user=user)
+    event = core.build_event(request(path="/items"), response, core.match("POST", "/auth/login"))
+    assert event is not None and event.user_id == user
+
+
+def test_an_exception_after_a_complete_response_keeps_the_outcome_the_client_got() -> None:
+    core = AuditCore()
+    body = b'{"user_id": "' + UID.encode() + b'"}'
+    headers = [(b"content-type", b"application/json")]
+    done = ResponseInfo(status=200, headers=headers, body=body, completed=True, exception="RuntimeError")
+    event = core.build_event(request(), done, core.match("POST", "/login"))
+    assert event is not None and (event.action, event.user_id) == ("login", UID)
+    assert event.metadata is not None and event.metadata["http"]["exception"] == "RuntimeError"
+    cut = ResponseInfo(status=200, headers=headers, body=body, completed=False, exception="RuntimeError")
+    event = core.build_event(request(), cut, core.match("POST", "/login"))
+    assert event is not None and (event.action, event.user_id) == ("login_failed", None)
+
+
 def test_unmatched_request_gives_no_event() -> None:
     core = AuditCore()
     assert core.build_event(request(path="/items"), ResponseInfo(status=200), None) is None

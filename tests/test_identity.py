@@ -67,6 +67,11 @@ def test_client_ip_x_forwarded_for(peer: Any, lines: Any, expected: Any) -> None
         # IPv6 or a port): the spoofed 6.6.6.6 must never be believed; the element is malformed
         (['for="6.6.6.6:x, for="[2001:db8::1]:4711"'], "10.0.0.1"),
         (['for="6.6.6.6:x', 'for="203.0.113.7:4711"'], "203.0.113.7"),  # on its own line the proxy's is intact
+        # a client's garbage, an empty element or a trailing ";" cannot hide the element its proxy appends
+        (["x, for=203.0.113.7"], "203.0.113.7"),
+        ([", for=203.0.113.7"], "203.0.113.7"),
+        (["for=6.6.6.6;, for=203.0.113.7;"], "203.0.113.7"),
+        (['for="a,, for=203.0.113.7'], "203.0.113.7"),
     ],
 )
 def test_client_ip_rfc7239_forwarded(lines: Any, expected: Any) -> None:

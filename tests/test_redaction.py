@@ -395,6 +395,11 @@ def test_tuples_and_other_mappings_are_walked_with_the_same_caps() -> None:
         ('{"password": "cut off', f'{{"password": "{REDACTED}'),
         ("key: sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", f"key: {REDACTED}"),  # a detector masked it first
         ("password: [REDACTED]hunter2", f"password: {REDACTED}"),  # only the exact marker counts as masked
+        ('{"data":{"password":"hunter2"}}', f'{{"data":{{"password":"{REDACTED}"}}}}'),  # nested, kept as a string
+        (
+            'mutation { signup(input: {password: "hunter2"}) { ok } }',
+            f'mutation {{ signup(input: {{password: "{REDACTED}"}}) {{ ok }} }}',
+        ),
         # card numbers passing Luhn, with or without separators
         ("4111111111111111", REDACTED),
         ("card 4111 1111 1111 1111 exp 12/30", f"card {REDACTED} exp 12/30"),
@@ -691,6 +696,9 @@ def test_url(redactor: Redactor, url: str, expected: str) -> None:
         ("/accounts/confirm-email/" + "nqer8vzwapyl37" * 4 + "abcdefgh/", None, f"/accounts/confirm-email/{REDACTED}/"),
         ("/v1/projects/p1/locations/us:batchGet", None, "/v1/projects/p1/locations/us:batchGet"),
         ("/archive/2024-01-31T12:00:00Z", None, "/archive/2024-01-31T12:00:00Z"),
+        # custom methods name the action: a path is no "key: value" text
+        ("/v1/tokens:revoke", None, "/v1/tokens:revoke"),
+        ("/v1/users/me/password:reset", None, "/v1/users/me/password:reset"),
         ("/api/v1/users/123/orders", None, "/api/v1/users/123/orders"),
         ("/login", None, "/login"),
     ],

@@ -216,6 +216,9 @@ def test_the_spool_follows_the_table_not_the_credentials() -> None:
         "postgresql://app@db2.internal/audit",
         "postgresql://app@db.internal:5433/audit",
         "postgresql:///audit?host=/var/run/postgresql",
+        "postgresql://alice:pw@db.internal",  # no database named: the server takes the user's name
+        "postgresql://bob:pw@db.internal",
+        "postgresql://app@db.internal?database=sales",  # asyncpg's own spelling of dbname
     ]
     targets = {spool_target(dsn, "public", "user_audit_logs") for dsn in [same[0], *different]}
     assert len(targets) == 1 + len(different)

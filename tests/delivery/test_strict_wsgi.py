@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -139,5 +140,6 @@ async def test_a_complete_response_whose_close_fails_is_still_delivered(pg: PgTa
     finally:
         await asyncio.to_thread(middleware.close, 10.0)
     assert (started, body) == (["200 OK"], b'{"changed": true}')
-    rows = await pg.fetch("SELECT action FROM {t}")
-    assert [r["action"] for r in rows] == ["password_reset_failed"]  # once, committed before the response
+    rows = await pg.fetch("SELECT action, metadata FROM {t}")
+    assert [r["action"] for r in rows] == ["password_reset"]  # once, committed before the response; the
+    assert json.loads(rows[0]["metadata"])["http"]["exception"] == "RuntimeError"  # client had its 200
