@@ -35,7 +35,7 @@ from .detectors import (
 )
 from .errors import ConfigurationError
 from .processors import SkipAudit, build_chain
-from .urls import mask_template, redact_url
+from .urls import mask_segments, mask_template, redact_url
 
 __all__ = [
     "DEFAULT_CAPTURED_HEADERS",
@@ -77,22 +77,10 @@ _EMBEDDED_FIELD = re.compile(
 # A secret sent as a name/value pair ({"name": "password", "value": "x"}: jQuery serializeArray, form builders,
 # Keycloak's {"type": "password", "value": ...}): the value entries go when a name entry names a secret.
 _PAIR_VALUES = frozenset({"value", "values", "val", "Value", "Values"})
+# (path: SCIM PatchOp and RFC 6902 JSON Patch, {"op": "replace", "path": "/password", "value": ...})
 _PAIR_NAMES = (
-    "name",
-    "key",
-    "field",
-    "type",
-    "param",
-    "parameter",
-    "id",
-    "label",
-    "path",
-    "Name",
-    "Key",
-    "Field",
-    "Type",
-    "Path",
-)  # fmt: skip  (path: SCIM PatchOp and RFC 6902 JSON Patch, {"op": "replace", "path": "/password", "value": ...})
+    "name", "key", "field", "type", "param", "parameter", "id", "label", "path", "Name", "Key", "Field", "Type", "Path",
+)  # fmt: skip
 _MAX_PAIR_NAME = 64
 _KEY_CACHE_SIZE = 4096
 _MAX_DEPTH_LIMIT = 64  # deeper walks would risk the interpreter's recursion limit on hostile input
@@ -524,7 +512,5 @@ class Redactor:
             segments.pop()
         if template is not None:
             mask_template(segments, template, self.is_sensitive_key)
-        for index, segment in enumerate(segments):
-            if looks_like_token(segment):
-                segments[index] = REDACTED
+        mask_segments(segments, looks_like_token)
         return self.text("/".join(segments) + ("/" if trailing else ""), fields=False)

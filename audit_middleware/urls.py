@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 
 from .detectors import REDACTED
 
-__all__ = ["mask_template", "redact_url"]
+__all__ = ["mask_segments", "mask_template", "redact_url"]
 
 _TEMPLATE_PARAM = re.compile(r"^\{([^}:]+)(?::([^}]*))?\}$")
 
@@ -36,16 +36,17 @@ def redact_url(url: str, hides: Callable[[str], bool], masks: Callable[[str], bo
     if not qmark:
         head, hash_, fragment = head.partition("#")
     if masks is not None:
-        head = _mask_segments(head, masks, skip=3 if sep and "/" not in scheme else 0)  # scheme:, "", authority
+        segments = head.split("/")
+        mask_segments(segments, masks, start=3 if sep and "/" not in scheme else 0)  # after scheme:, "", authority
+        head = "/".join(segments)
     return head + qmark + _redact_pairs(query, hides) + hash_ + _redact_pairs(fragment, hides)
 
 
-def _mask_segments(head: str, masks: Callable[[str], bool], skip: int) -> str:
-    segments = head.split("/")
-    for index in range(skip, len(segments)):
+def mask_segments(segments: list[str], masks: Callable[[str], bool], start: int = 0) -> None:
+    """Replace, from ``start`` on, the path segments that ``masks`` (a URL's path, or a request's)."""
+    for index in range(start, len(segments)):
         if masks(segments[index]):
             segments[index] = REDACTED
-    return "/".join(segments)
 
 
 def _redact_pairs(query: str, hides: Callable[[str], bool]) -> str:
