@@ -171,9 +171,8 @@ class AuditCore:
         """Count and log (rate-limited) a failure inside auditing that the request must not see."""
         self.errors += 1
         if self._warn.ready():
-            logger.warning(
-                MSG_HOOK_FAILED, where, describe_failure(exc), self.errors
-            )  # (a message can quote a session id)
+            # by class and place, never by message: a message can quote a session id
+            logger.warning(MSG_HOOK_FAILED, where, describe_failure(exc), self.errors)
 
     # -- matching (request path: keep it cheap) ------------------------------------------------
 

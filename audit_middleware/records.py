@@ -306,21 +306,22 @@ def _unreadable(event: AuditEvent, exc: Exception) -> Row:
         user_id, user_ref = None, None
     if user_ref is not None:
         metadata["user_ref"] = user_ref
-    created = event.created_at
-    if not isinstance(created, dt.datetime):
-        created = _now()
-    if created.tzinfo is not None:
-        created = created.astimezone(_UTC).replace(tzinfo=None)
-    return (event_id, user_id, action, _dumps(metadata), created)
+    created = event.created_at if isinstance(event.created_at, dt.datetime) else _now()
+    return (event_id, user_id, action, _dumps(metadata), _naive_utc(created))
 
 
-def _to_row(event: AuditEvent, max_metadata_bytes: int, max_string_length: int) -> Row:
-    action, user_id, metadata = event.action, event.user_id, event.metadata
-    created = event.created_at
+def _naive_utc(created: dt.datetime) -> dt.datetime:
+    """``created_at`` as the column stores it: UTC, without a zone (``timestamp``)."""
     if created.tzinfo is not None:
         if created.tzinfo is not _UTC:
             created = created.astimezone(_UTC)
         created = created.replace(tzinfo=None)
+    return created
+
+
+def _to_row(event: AuditEvent, max_metadata_bytes: int, max_string_length: int) -> Row:
+    action, user_id, metadata = event.action, event.user_id, event.metadata
+    created = _naive_utc(event.created_at)
     user_id, user_ref = _user(user_id)
     # Fast path (the common case on the writer task): clean ASCII action, a UUID or no user, dict metadata.
     if (
