@@ -279,7 +279,8 @@ def run_wrk(port: int, duration: int, connections: int, script: str) -> tuple[in
     ).stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _latency_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # the latency distribution's own line: a "+/- Stdev" column such as "9.99%" also ends in "99%"
+    p99 = _latency_ms(re.search(r"(?m)^\s*99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} error responses")
