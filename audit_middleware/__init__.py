@@ -5,19 +5,20 @@ See README.md. The public names are listed in ``__all__``.
 
 from __future__ import annotations
 
-from .asgi import AuditMiddleware
-from .buffer import AuditWriter, WriterStats
-from .config import WriterConfig
-from .context import AuditContext, audit_context
+from .capture.asgi import AuditMiddleware
+from .capture.context import AuditContext, audit_context
+from .capture.frameworks.django import DjangoAuditMiddleware
+from .capture.frameworks.flask import install_flask
+from .capture.wsgi import AuditWSGIMiddleware
 from .errors import AuditError, ConfigurationError, SchemaError, WriterClosedError
-from .frameworks import DjangoAuditMiddleware, install_flask
-from .query import AuditRow, Cursor, EventFilter, fetch_page, iter_events
-from .records import COLUMNS, AuditEvent
-from .redaction import REDACTED, RedactionConfig, Redactor, SkipAudit
-from .schema import apply as init_db
-from .sinks.postgres import PostgresSink
-from .threaded import BackgroundWriter
-from .wsgi import AuditWSGIMiddleware
+from .redaction.redactor import REDACTED, RedactionConfig, Redactor, SkipAudit
+from .store.query import AuditRow, Cursor, EventFilter, fetch_page, iter_events
+from .store.schema import apply as init_db
+from .writer.config import WriterConfig
+from .writer.records import COLUMNS, AuditEvent
+from .writer.sink import PostgresSink
+from .writer.threaded import BackgroundWriter
+from .writer.writer import AuditWriter, WriterStats
 
 __all__ = [
     "COLUMNS",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._types import Row
-from .sinks.postgres import Rejected
+from .writer.sink import Rejected
 
 __all__ = ["MemorySink", "StoredEvent"]
 

@@ -76,8 +76,8 @@ def apply_ceiling(mode: str | None) -> None:
     if not mode:
         return
     from audit_middleware import AuditMiddleware, AuditWSGIMiddleware
-    from audit_middleware.core import AuditCore
-    from audit_middleware.records import AuditEvent
+    from audit_middleware.capture.core import AuditCore
+    from audit_middleware.writer.records import AuditEvent
 
     if mode == "wrapper-only":
 

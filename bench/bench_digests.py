@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import database, metadata, timed_writer
 
 from audit_middleware import init_db
-from audit_middleware.digests import DigestWriter
-from audit_middleware.records import COLUMNS, AuditEvent, to_row
-from audit_middleware.schema.tamper import apply_digests
-from audit_middleware.verify import verify
+from audit_middleware.store.digests import DigestWriter
+from audit_middleware.store.schema.tamper import apply_digests
+from audit_middleware.store.verify import verify
+from audit_middleware.writer.records import COLUMNS, AuditEvent, to_row
 
 SCHEMA = "bench_digests"
 KEY = "bench-digest-key-0123456789abcdef"

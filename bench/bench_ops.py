@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import database
 
 from audit_middleware import init_db
-from audit_middleware.query import EventFilter, iter_events
-from audit_middleware.retention import prune
-from audit_middleware.stats import collect_stats
+from audit_middleware.store.query import EventFilter, iter_events
+from audit_middleware.store.retention import prune
+from audit_middleware.store.stats import collect_stats
 
 SCHEMA = "bench_ops"
 TABLE = f"{SCHEMA}.user_audit_logs"

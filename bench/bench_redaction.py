@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_middleware.redaction import Redactor
+from audit_middleware.redaction.redactor import Redactor
 
 MAX_CALLS = 1_000_000
 LOGIN_JSON = json.dumps({"username": "alice@example.com", "password": "correct horse battery staple"}).encode()

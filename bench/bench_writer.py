@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import database, metadata, timed_writer
 
 from audit_middleware import init_db
-from audit_middleware.records import COLUMNS, AuditEvent, to_row
+from audit_middleware.writer.records import COLUMNS, AuditEvent, to_row
 
 SCHEMA = "bench_writer"
 

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from audit_middleware._embedded import start_embedded
-from audit_middleware.schema import apply, quote_ident
+from audit_middleware.store.schema import apply, quote_ident
 
 if TYPE_CHECKING:
     from tests.tamper_helpers import Target

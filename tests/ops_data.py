@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from audit_middleware.records import COLUMNS
+from audit_middleware.writer.records import COLUMNS
 from tests.conftest import PgTarget
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)

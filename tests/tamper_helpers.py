@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 
 from audit_middleware._types import Row
-from audit_middleware.digests import DigestWriter, digests_table
-from audit_middleware.records import AuditEvent, to_row
-from audit_middleware.schema import quote_ident
-from audit_middleware.schema.tamper import apply_digests
-from audit_middleware.verify import Checkpoint, VerifyReport, verify
+from audit_middleware.store.digests import DigestWriter, digests_table
+from audit_middleware.store.schema import quote_ident
+from audit_middleware.store.schema.tamper import apply_digests
+from audit_middleware.store.verify import Checkpoint, VerifyReport, verify
+from audit_middleware.writer.records import AuditEvent, to_row
 from tests.conftest import PgTarget
 
 KEY = "test-digest-key-0123456789abcdef"

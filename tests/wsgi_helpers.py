@@ -11,8 +11,8 @@ from wsgiref.validate import validator
 from werkzeug.test import Client
 
 from audit_middleware import AuditWriter
+from audit_middleware.capture.wsgi import AuditWSGIMiddleware
 from audit_middleware.testing import MemorySink, StoredEvent
-from audit_middleware.wsgi import AuditWSGIMiddleware
 
 UID = "0d5f6f36-1f7b-4c9e-8d2a-6f0e3b7b9c11"
 PASSWORD = "hunter2-Sup3rSecret!"

@@ -17,7 +17,7 @@ INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "audit_middleware.frameworks.DjangoAuditMiddleware",  # hands request.user and the route to the audit
+    "audit_middleware.DjangoAuditMiddleware",  # hands request.user and the route to the audit
 ]
 DATABASES = {
     "default": {

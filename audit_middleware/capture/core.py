@@ -1,0 +1,409 @@
+"""The framework-neutral core shared by the ASGI and WSGI middlewares.
+
+The middlewares only translate their framework's objects into plain values:
+
+* :class:`MiddlewareConfig`: every option of both middlewares, validated (an unknown option raises
+  ``ConfigurationError`` naming it);
+* :class:`AuditCore`: compiled once; ``match(method, path, root_path)`` decides (cheaply) whether a
+  request is audited, ``build_event(request, response, match, context)`` turns a finished request
+  into a redacted :class:`~audit_middleware.records.AuditEvent` (or None);
+* :class:`RequestInfo` / :class:`ResponseInfo`: what the middleware saw, as plain values.
+
+``MiddlewareConfig``, ``RequestInfo`` and ``ResponseInfo`` live in ``options.py`` and are re-exported here.
+
+``build_event`` never raises: a failure inside auditing (a redaction bug, a user's callable) is
+logged (rate-limited), counted in ``AuditCore.errors`` and still yields a minimal event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from ..errors import ConfigurationError, describe_failure
+from ..redaction.memo import RedactionMemo
+from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chain
+from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
+from .config import HeaderPairs, MiddlewareConfig, RequestInfo, ResponseInfo, route_path
+from .context import AuditContext
+from .identity import (
+    IDENTIFIER_FIELDS,
+    MAX_IDENTIFIER,
+    TrustedProxies,
+    attempted_identifier,
+    user_from_response,
+    user_id_of,
+)
+from .preset import AUTH_PRESET
+from .routing import RouteMatch, RouteSpec, compile_routes
+
+__all__ = [
+    "AuditCore",
+    "CoreMiddleware",
+    "HeaderPairs",
+    "MiddlewareConfig",
+    "RequestInfo",
+    "ResponseInfo",
+    "route_path",
+]
+
+logger = logging.getLogger("audit_middleware.middleware")
+
+MSG_AUDIT_FAILED = "auditing %s %s failed (%s); recorded a minimal event (%s failures so far)"
+MSG_HOOK_FAILED = "audit %s failed (%s); the request is unaffected (%s failures so far)"
+WARN_EVERY = 10.0
+MAX_USER_AGENT = 512
+MAX_PATH = 2048
+# What a strict route answers when its event is not committed in time (both middlewares).
+UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
+UNAVAILABLE_RETRY_AFTER = "5"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
+_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
+
+
+def _identifier_from(body: Any) -> str | None:
+    """The attempted identifier among a redacted body's fields (already cleaned and masked)."""
+    fields = body.get("fields") if isinstance(body, dict) else None
+    if not isinstance(fields, dict):
+        return None
+    for name in IDENTIFIER_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:MAX_IDENTIFIER]
+    return None
+
+
+class _RateLimited:
+    def __init__(self) -> None:
+        self._last = -WARN_EVERY
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= WARN_EVERY:
+            self._last = now
+            return True
+        return False
+
+
+class CoreMiddleware:
+    """What the ASGI and WSGI middlewares both keep of their configuration: the compiled core and the
+    options they read on every request (plain attributes, no lookups through the config)."""
+
+    core: AuditCore
+
+    def _compile(self, config: MiddlewareConfig) -> AuditCore:
+        self.core = AuditCore(config)
+        self._unmapped = config.audit_unmapped
+        self._peek = config.max_response_peek
+        self._has_resolver = config.user_resolver is not None
+        self._strict_timeout = config.strict_timeout
+        return self.core
+
+    @property
+    def config(self) -> MiddlewareConfig:
+        """The validated configuration."""
+        return self.core.config
+
+
+class AuditCore:
+    """Compiled configuration plus the request -> event logic. Holds no per-request state.
+
+    Attributes:
+        config: the validated :class:`MiddlewareConfig`.
+        routes: the compiled :class:`~audit_middleware.routing.RouteTable` (user routes, then the preset).
+        redactor: the ``Redactor`` every captured value goes through.
+        body_cap: bytes of request body the middleware keeps (``RedactionConfig.max_body_bytes``).
+        errors: how many requests hit a failure inside auditing.
+        skipped: how many events a processor dropped.
+    """
+
+    def __init__(self, config: MiddlewareConfig | None = None, **options: Any) -> None:
+        if config is None:
+            config = MiddlewareConfig.from_options(**options)
+        elif options:
+            raise ConfigurationError("pass either a MiddlewareConfig or keyword options, not both")
+        self.config = config
+        self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
+        redaction = config.redaction if config.redaction is not None else RedactionConfig()
+        self.redactor = Redactor(redaction)
+        self._memo = RedactionMemo(self.redactor)
+        self.body_cap: int = redaction.max_body_bytes
+        self._chain = build_chain(cast(Any, config.processors)) if config.processors else None
+        self.proxies = TrustedProxies(config.trusted_proxies, config.proxy_header)
+        names = {"user-agent": "user_agent", "content-type": "content_type", "content-encoding": "content_encoding"}
+        names[self.proxies.header] = "forwarded"
+        if config.request_id_header:
+            names[config.request_id_header.lower()] = "request_id"
+        self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
+        self._top_level_headers = tuple(k for k, v in names.items() if v in ("user_agent", "forwarded", "request_id"))
+        self._suffix = config.failed_suffix
+        self.errors = 0
+        self.skipped = 0
+        self._warn = _RateLimited()
+
+    def make_writer(self) -> tuple[Any, bool]:
+        """Return (writer, owned): the configured writer, or a new one on ``dsn`` the middleware owns."""
+        if self.config.writer is not None:
+            return self.config.writer, False
+        from ..writer.writer import AuditWriter
+
+        return AuditWriter(self.config.dsn, **dict(self.config.writer_options)), True
+
+    def resolve_user(self, carrier: Any) -> Any:
+        """Call ``user_resolver(carrier)``; its result (maybe awaitable), or None if there is none or it raised."""
+        resolver = self.config.user_resolver
+        if resolver is None:
+            return None
+        try:
+            return resolver(carrier)
+        except Exception as exc:
+            self.note_error("user_resolver", exc)
+            return None
+
+    def note_error(self, where: str, exc: BaseException) -> None:
+        """Count and log (rate-limited) a failure inside auditing that the request must not see."""
+        self.errors += 1
+        if self._warn.ready():
+            # by class and place, never by message: a message can quote a session id
+            logger.warning(MSG_HOOK_FAILED, where, describe_failure(exc), self.errors)
+
+    # -- matching (request path: keep it cheap) ------------------------------------------------
+
+    def match(self, method: str, path: str, root_path: str = "") -> RouteMatch | None:
+        """The route a request maps to (None: not mapped). ``path`` is the decoded path, mount included."""
+        if root_path:
+            path = route_path(path, root_path)
+        return self.routes.match(method, path)
+
+    def rematch(self, method: str, template: str | None, before: RouteMatch | None) -> RouteMatch | None:
+        """Prefer the route matching the framework's own template (known after the app returned)."""
+        if template:
+            found = self.routes.match(method, template)
+            if found is not None:
+                return found
+        return before
+
+    def wants_body(self, match: RouteMatch | None) -> bool:
+        """Whether to keep a prefix of the request body for this match."""
+        return self.config.capture_body and (match is None or match.spec is None or match.spec.body is not False)
+
+    def wants_response_body(self, match: RouteMatch | None) -> bool:
+        """Whether to peek at the response body (login-type routes, to find the user)."""
+        spec = match.spec if match is not None else None
+        return spec is not None and spec.user_from_response and self.config.user_from_response
+
+    # -- events (after the response) -----------------------------------------------------------
+
+    def build_event(
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        match: RouteMatch | None,
+        context: AuditContext | None = None,
+    ) -> AuditEvent | None:
+        """The redacted event for a finished request, or None if it is not audited. Never raises."""
+        action: str | None = None
+        try:
+            if context is not None and context.skipped:
+                return None
+            spec = match.spec if match is not None else None
+            if match is not None and spec is None and (context is None or context.action is None):
+                return None  # explicitly excluded route
+            action = self._action(request, response, spec, context)
+            if action is None:
+                return None
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context)))
+            event.metadata = self._metadata(request, response, match, spec, context, event)
+            if self._chain is not None:
+                result = self._chain(event.metadata)
+                if result is None:
+                    self.skipped += 1
+                    return None
+                event.metadata = result
+            return event
+        except Exception as exc:
+            return self._minimal(request, response, match, action, exc)
+
+    def _failed(self, response: ResponseInfo) -> bool:
+        if response.exception is not None and not response.completed:  # after a complete response (a failing
+            return True  # background task), the outcome is what the client received; http.exception says the rest
+        return response.status is not None and response.status >= self.config.failure_status
+
+    def _action(
+        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+    ) -> str | None:
+        if context is not None and context.action:
+            return context.action
+        if spec is None:
+            if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
+                return self.config.unmapped_action
+            return None
+        action: str
+        if callable(spec.action):
+            computed = spec.action(request, response)
+            if computed is None:
+                return None
+            action = str(computed)
+        else:
+            action = spec.action
+        outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
+        if outcome and self._failed(response):
+            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
+        return action
+
+    def _user(
+        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+    ) -> Any:
+        if context is not None and context.has_user:
+            return user_id_of(context.user)
+        # The framework's authenticated user comes first: a response body can echo what the client sent
+        # ({"id": "admin"} from a device registration on a preset "register" route), and must never rename
+        # an authenticated actor. Only when nobody is known (a login, a sign-up) does the response name them.
+        known = user_id_of(response.user) or user_id_of(request.user)
+        if known is not None:
+            return known
+        if (
+            spec is not None
+            and spec.user_from_response
+            and self.config.user_from_response
+            and response.status is not None
+            and response.status < 400
+            and (response.exception is None or response.completed)
+        ):
+            return user_from_response([(_text(k).lower(), _text(v)) for k, v in response.headers], response.body)
+        return None
+
+    def _redacted_user(self, user: Any) -> Any:
+        """A user that is not a UUID is stored as ``metadata.user_ref``: it goes through the value detectors
+        first (a resolver that hands back a JWT or a bearer credential must not store it)."""
+        if type(user) is str and not user.isdigit() and not _UUID_TEXT.match(user):  # (all digits: an id, even
+            return self.redactor.text(user)  # when it passes Luhn, like many 18-digit Discord/Twitter ids)
+        return user
+
+    def _metadata(
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        match: RouteMatch | None,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        event: AuditEvent,
+    ) -> dict[str, Any]:
+        redactor = self.redactor
+        given: Sequence[tuple[Any, Any]] = request.headers
+        raw_headers: Sequence[tuple[bytes, bytes]] = given
+        if given and type(given[0][0]) is str:  # WSGI: the redactor takes ASGI-style bytes pairs
+            raw_headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]
+        wanted = self._wanted
+        found: dict[str, str] = {}
+        forwarded: list[str] = []
+        for raw_name, raw_value in raw_headers:
+            key = wanted.get(raw_name)  # ASGI header names are lower-case (the WSGI ones were lowered above)
+            if key is None:
+                continue
+            value = raw_value.decode("latin-1")
+            if key == "forwarded":
+                forwarded.append(value)
+            else:
+                found[key] = value
+        user_agent = found.get("user_agent")
+        request_id = found.get("request_id", "").strip()
+        content_type = found.get("content_type")
+        ip, chain = self.proxies.client_ip(request.client, forwarded)
+        if not request_id or not _REQUEST_ID.match(request_id) or redactor.text(request_id) != request_id:
+            request_id = str(event.id)  # absent, malformed, or a credential (the charset lets a JWT through)
+        template = response.route_template or (match.template if match is not None else None)
+        path = route_path(request.path, request.root_path)[:MAX_PATH]
+        status = response.status
+        if status is None and response.exception is not None:
+            status = 500
+        http: dict[str, Any] = {
+            "method": request.method[:16],
+            "path": self._memo.path(path, template),
+            "route": template,
+            "status": status,
+            "duration_ms": round(response.duration * 1000, 3),
+        }
+        if response.exception is not None:
+            http["exception"] = response.exception[:200]
+        if response.disconnected and not response.completed:
+            http["outcome"] = "client_disconnected"
+        metadata: dict[str, Any] = {
+            "ip": ip,
+            "user_agent": self._memo.text(user_agent[:MAX_USER_AGENT]) if user_agent is not None else None,
+            "request_id": request_id,
+            "http": http,
+        }
+        if chain:  # client-controlled free text (each hop is bounded by TrustedProxies)
+            metadata["forwarded_for"] = [redactor.text(hop) for hop in chain]
+        if request.query_string:
+            metadata["query"] = redactor.query(request.query_string)
+        headers = self._memo.headers(raw_headers)
+        for name in self._top_level_headers:  # already stored at the top level
+            headers.pop(name, None)
+        if headers:
+            metadata["headers"] = headers
+        body: Any = None
+        if request.body_size and self.wants_body(match):
+            allow = spec.body if spec is not None and isinstance(spec.body, tuple) else None
+            body = metadata["body"] = redactor.body(
+                content_type,
+                request.body,
+                complete=request.body_complete,
+                content_encoding=found.get("content_encoding"),
+                allow_fields=allow,
+                total_size=request.body_size,
+            )
+        if spec is not None and spec.identifier and request.body and content_type:
+            identifier = _identifier_from(body)
+            if identifier is None:  # the body was not captured, or its allowlist dropped the field
+                identifier = attempted_identifier(content_type, request.body)
+                if identifier is not None:
+                    identifier = redactor.text(identifier)
+            if identifier is not None and identifier != REDACTED:
+                metadata["identifier"] = identifier
+        if spec is not None and spec.metadata:
+            metadata.update(spec.metadata)
+        if context is not None and context.metadata:
+            metadata.update(redactor.mapping(context.metadata))
+        return metadata
+
+    def _minimal(
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        match: RouteMatch | None,
+        action: str | None,
+        exc: Exception,
+    ) -> AuditEvent:
+        """The event recorded when auditing itself failed: no captured content, nothing client-sent but the IP."""
+        self.errors += 1
+        if self._warn.ready():
+            logger.warning(
+                MSG_AUDIT_FAILED, request.method, match.key if match else "-", describe_failure(exc), self.errors
+            )
+        if action is None:
+            spec_action = match.spec.action if match is not None and match.spec is not None else None
+            action = spec_action if isinstance(spec_action, str) else self.config.unmapped_action
+        status = response.status if response.status is not None else (500 if response.exception else None)
+        return AuditEvent(
+            action,
+            None,
+            {
+                "ip": request.client,
+                "http": {
+                    "method": request.method[:16],
+                    "route": response.route_template or (match.template if match is not None else None),
+                    "status": status,
+                    "duration_ms": round(response.duration * 1000, 3),
+                },
+                "_audit": {"error": type(exc).__name__},
+            },
+        )
