@@ -163,6 +163,8 @@ class AuditWriter:
         self._spill_events: list[AuditEvent] | None = None  # taken from the queue, not yet in the spool
         self._inflight: dict[int, list[Row]] = {}  # rows handed to the sink and not yet committed
         self._spilling: asyncio.Future[int] | None = None
+        self._spill_lock: asyncio.Lock | None = None  # one spill at a time (the spiller and a failed attempt)
+        self._spiller: asyncio.Task[None] | None = None  # moves memory to the spool while writes fail
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._gap_writing = False
         _open.add(self)  # from the start: events recorded before the writer ever ran are spooled at exit too
@@ -184,6 +186,7 @@ class AuditWriter:
         if self._wake is None or self._loop is not loop:  # a restart on the same loop keeps them: flush() waits on them
             self._wake = asyncio.Event()
             self._progress = asyncio.Event()
+            self._spill_lock = asyncio.Lock()
         self._loop = loop
         self._thread_id = threading.get_ident()
         if self._converting:  # a task that died while converting them: they go first again, not lost
@@ -239,6 +242,10 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            if self._spiller is not None:
+                self._spiller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._spiller
             if self._spilling is not None:
                 with contextlib.suppress(Exception):
                     await self._spilling  # a spill in its thread finishes: those events are on disk
@@ -548,9 +555,28 @@ class AuditWriter:
         assert self._progress is not None  # set by start_soon
         self._progress.set()
 
+    async def _spill_while_failing(self) -> None:
+        """While writes fail, move what arrives to the disk spool every ``flush_interval``.
+
+        Not only when an attempt ends: an attempt and the backoff after it last up to ``connect_timeout``
+        plus ``retry_max`` seconds, and what waits in memory meanwhile is lost on SIGKILL. So the loss
+        bound of a healthy writer (one flush interval of events) holds during an outage too.
+        """
+        interval = self.config.flush_interval
+        while self._failing_since is not None and not self._closed:
+            await self._spill()
+            await asyncio.sleep(interval)
+
     async def _spill(self) -> None:
         """The database is failing: move what waits in memory to the disk spool (fsynced), freeing memory."""
         if self._closed or not self._queue or self._spilling is not None or not self._delivery.enabled:
+            return
+        assert self._spill_lock is not None  # set by start_soon
+        async with self._spill_lock:
+            await self._spill_locked()
+
+    async def _spill_locked(self) -> None:
+        if self._closed or not self._queue or self._spilling is not None:
             return
         events = [self._queue.popleft() for _ in range(len(self._queue))]
         self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
@@ -581,9 +607,11 @@ class AuditWriter:
             except Exception as exc:
                 attempt += 1
                 self._retried += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self._last_error = loggable_error(exc)
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
+                    if self._spiller is None or self._spiller.done():
+                        self._spiller = asyncio.ensure_future(self._spill_while_failing())
                 delay = min(self.config.retry_max, self.config.retry_initial * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)  # jitter: many workers must not retry in lockstep
                 self._log.warning("retry", MSG_RETRY, type(exc).__name__, len(rows), delay, self._last_error)
@@ -625,6 +653,21 @@ class AuditWriter:
             waiter = self._waiters.get(key)
             if waiter is not None and not waiter.done():
                 waiter.set_result(key not in refused)
+
+
+def loggable_error(exc: BaseException) -> str:
+    """A failed write, for the log and ``stats().last_error``: never the server's message.
+
+    A server error's text can quote a row (``RAISE EXCEPTION 'refusing row %', NEW.metadata``, a
+    DETAIL line): only its class and SQLSTATE are named. Network and timeout errors carry addresses,
+    not rows, and say what is wrong: their text is kept.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return f"{type(exc).__name__} (SQLSTATE {sqlstate})"
+    if isinstance(exc, OSError | TimeoutError) and not type(exc).__module__.startswith("asyncpg"):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return type(exc).__name__
 
 
 def _loop_running_here() -> bool:
