@@ -138,6 +138,24 @@ class PostgresSink:
                     server_settings={"application_name": "audit_middleware"},
                 )
 
+    async def table_exists(self) -> bool:
+        """True if the audit table exists (checked once at writer start, on a connection of its own).
+
+        Raises if the server cannot be reached (the writer then leaves the report to the writes).
+        """
+        query = "SELECT to_regclass($1) IS NOT NULL"
+        name = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        if self._dsn is None:
+            assert self._pool is not None  # a sink without a dsn has a pool
+            return bool(await self._pool.fetchval(query, name, timeout=self._timeout))
+        conn = await asyncpg.connect(
+            str(self._dsn), timeout=self._connect_timeout, server_settings={"application_name": "audit_middleware"}
+        )
+        try:
+            return bool(await conn.fetchval(query, name, timeout=self._timeout))
+        finally:
+            await conn.close(timeout=self._timeout)
+
     async def aclose(self) -> None:
         """Close the pool if this sink created it."""
         pool, self._pool = self._pool, None

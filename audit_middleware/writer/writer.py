@@ -36,7 +36,7 @@ from typing import Any
 
 from .._types import RejectedRow, Row, Sink
 from ..errors import ConfigurationError, WriterClosedError, describe_failure
-from .config import WriterConfig
+from .config import DEFAULT_SCHEMA, DEFAULT_TABLE, WriterConfig, mask_dsn
 from .deadletter import loggable_reason
 from .delivery import Delivery, encode_rows
 from .records import AuditEvent, to_row
@@ -52,6 +52,10 @@ MSG_CLOSE_TIMEOUT = "audit writer closed with %s events not written (close deadl
 MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events spooled to %s for the next start"
 MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so far (%s)"
 MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
+MSG_NO_TABLE = (
+    "AUDIT TABLE MISSING: %s does not exist; no audit event can be stored until it does (events are spooled "
+    "meanwhile, to %s). Create it with: audit-middleware init-db --dsn '%s'%s"
+)
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly (%s); restarting it"
@@ -167,6 +171,8 @@ class AuditWriter:
         self._spiller: asyncio.Task[None] | None = None  # moves memory to the spool while writes fail
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._gap_writing = False
+        self._checking: asyncio.Task[None] | None = None
+        self._table_reported = False  # the missing table was logged (once, until a write succeeds)
         _open.add(self)  # from the start: events recorded before the writer ever ran are spooled at exit too
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -242,10 +248,11 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            if self._spiller is not None:
-                self._spiller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._spiller
+            for helper in (self._spiller, self._checking):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             if self._spilling is not None:
                 with contextlib.suppress(Exception):
                     await self._spilling  # a spill in its thread finishes: those events are on disk
@@ -470,6 +477,8 @@ class AuditWriter:
     async def _run(self) -> None:
         assert self._wake is not None and self._progress is not None
         wake, interval, queue, delivery = self._wake, self.config.flush_interval, self._queue, self._delivery
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_table())
         try:
             await asyncio.to_thread(delivery.claim)  # spools of stopped processes of this table
         except OSError as exc:
@@ -511,6 +520,36 @@ class AuditWriter:
                     in_flight.cancel()
                 raise
             await self._write_gap()
+
+    async def _check_table(self) -> None:
+        """At start, say loudly (once) if the table is missing, instead of a retry warning naming an error class.
+
+        Runs beside the writer: writes and spooling go on meanwhile. An unreachable server is left to
+        the writes' own warnings; a table dropped later is reported by the first write that misses it.
+        """
+        exists = getattr(self.sink, "table_exists", None)
+        if exists is None:
+            return
+        bound = self.config.connect_timeout + self.config.write_timeout
+        try:
+            async with asyncio.timeout(bound):
+                found = await exists()
+        except Exception:
+            return
+        if not found:
+            self._report_missing_table()
+
+    def _report_missing_table(self) -> None:
+        if self._table_reported:
+            return
+        self._table_reported = True
+        config = self.config
+        where = f"{config.schema}.{config.table}"
+        options = "" if config.schema == DEFAULT_SCHEMA else f" --schema {config.schema}"
+        options += "" if config.table == DEFAULT_TABLE else f" --table {config.table}"
+        dsn = mask_dsn(config.dsn) if config.dsn else "<your DSN>"
+        spool = self._delivery.spool.base if self._delivery.enabled else "nowhere: this writer has no spool"
+        logger.error(MSG_NO_TABLE, where, spool, dsn, options)
 
     async def _rows(self, batch: list[AuditEvent]) -> list[Row]:
         """Convert events to rows, yielding to the loop every ``CONVERT_CHUNK`` rows.
@@ -608,6 +647,8 @@ class AuditWriter:
                 attempt += 1
                 self._retried += 1
                 self._last_error = loggable_error(exc)
+                if getattr(exc, "sqlstate", None) in ("42P01", "3F000"):  # undefined table or schema
+                    self._report_missing_table()
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     if self._spiller is None or self._spiller.done():
@@ -622,6 +663,7 @@ class AuditWriter:
                 await asyncio.sleep(delay)
                 continue
             self._failing_since = None
+            self._table_reported = False
             self._last_latency = time.perf_counter() - started
             self._batches += 1
             self._rejected += len(rejected)
