@@ -262,11 +262,12 @@ class PostgresSink:
                 if not _maybe_about_rows(exc):
                     raise
                 failed.append((half, exc))
-        if not landed and not table_works and all(_table_class(exc) for _, exc in failed):
+        if not landed and not table_works and all(_table_class(failure) for _, failure in failed):
             raise failed[0][1]
         rejected: list[Rejected] = []
-        for half, exc in failed:
-            rejected.extend(await self._isolate(half, retry=retry, error=exc, table_works=table_works or landed))
+        for half, part_error in failed:
+            works = table_works or landed
+            rejected.extend(await self._isolate(half, retry=retry, error=part_error, table_works=works))
         return rejected
 
     async def _single(self, row: Row, *, retry: bool, error: Exception) -> list[Rejected]:

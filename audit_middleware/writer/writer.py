@@ -23,16 +23,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import logging
 import random
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._types import RejectedRow, Row, Sink
 from ..errors import ConfigurationError, WriterClosedError, describe_failure
@@ -40,6 +42,9 @@ from .config import DEFAULT_SCHEMA, DEFAULT_TABLE, WriterConfig, mask_dsn
 from .deadletter import loggable_reason
 from .delivery import Delivery, encode_rows
 from .records import AuditEvent, to_row
+
+if TYPE_CHECKING:
+    from .threaded import LoopThread
 
 __all__ = ["AuditWriter", "WriterStats"]
 
@@ -56,10 +61,12 @@ MSG_NO_TABLE = (
     "AUDIT TABLE MISSING: %s does not exist; no audit event can be stored until it does (events are spooled "
     "meanwhile, to %s). Create it with: audit-middleware init-db --dsn '%s'%s"
 )
+MSG_OWN_THREAD = "audit writer: the running async library is %s, not asyncio: the writer runs on a thread of its own"
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly (%s); restarting it"
 RESTART_DELAY = 1.0  # seconds before a failed writer task is started again (never a hot loop)
+T = TypeVar("T")
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
 
@@ -172,6 +179,7 @@ class AuditWriter:
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._gap_writing = False
         self._checking: asyncio.Task[None] | None = None
+        self._runner: LoopThread | None = None  # the writer's own loop and thread, under trio
         self._table_reported = False  # the missing table was logged (once, until a write succeeds)
         _open.add(self)  # from the start: events recorded before the writer ever ran are spooled at exit too
 
@@ -183,11 +191,42 @@ class AuditWriter:
         return self._task is not None and not self._task.done()
 
     def start_soon(self) -> None:
-        """Start the background task on the running loop if it is not running (idempotent, sync)."""
+        """Start the background task on the running loop if it is not running (idempotent, sync).
+
+        Under another async library (trio, e.g. Starlette on anyio's trio backend) the writer runs on
+        an asyncio loop on a thread of its own instead (see :meth:`_start_on_thread`).
+        """
         if self._closed:
             raise WriterClosedError("the audit writer is closed")
         if self.started:
             return
+        if self._runner is not None or not _loop_running_here():
+            self._start_on_thread()
+            return
+        self._start_here()
+
+    def _start_on_thread(self) -> None:
+        """Run the writer on its own asyncio loop and thread: the caller's async library is not asyncio.
+
+        ``submit`` stays a deque append from the caller's thread; the async methods (``flush``,
+        ``aclose``, ``commit_event``) run on the writer's loop and are awaited through anyio (or trio).
+        """
+        runner = self._runner
+        if runner is None:
+            library = _foreign_async_library()
+            if library is None:
+                asyncio.get_running_loop()  # raises the usual RuntimeError: no loop, and no other library
+            from .threaded import LoopThread
+
+            runner = self._runner = LoopThread()
+            logger.info(MSG_OWN_THREAD, library)
+        runner.loop.call_soon_threadsafe(self._start_here_if_open)
+
+    def _start_here_if_open(self) -> None:
+        if not self._closed and not self.started:
+            self._start_here()
+
+    def _start_here(self) -> None:
         loop = asyncio.get_running_loop()
         if self._wake is None or self._loop is not loop:  # a restart on the same loop keeps them: flush() waits on them
             self._wake = asyncio.Event()
@@ -239,6 +278,11 @@ class AuditWriter:
             return
         if self._queue and not self.started:
             self.start_soon()  # events recorded before the writer ever ran still get written
+        runner = self._runner
+        if runner is not None and not _loop_running_here():  # trio: close on the writer's own loop
+            await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.aclose(timeout), runner.loop))
+            await _in_worker_thread(runner.stop)
+            return
         self._closed = True
         deadline = self.config.close_timeout if timeout is None else timeout
         if self._task is not None:
@@ -365,6 +409,9 @@ class AuditWriter:
             raise WriterClosedError("the audit writer is closed")
         if not self.started:
             self.start_soon()
+        if self._runner is not None and not _loop_running_here():  # trio: wait on the writer's own loop
+            loop = self._runner.loop
+            return await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.commit_event(event, timeout), loop))
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters[str(event.id)] = waiter
         self._queue.append(event)
@@ -425,6 +472,9 @@ class AuditWriter:
         """Wait until every event recorded before this call has been written (or rejected)."""
         if not self.started:
             self.start_soon()
+        if self._runner is not None and not _loop_running_here():  # trio: wait on the writer's own loop
+            await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.flush(timeout), self._runner.loop))
+            return
         target = self._enqueued
         self._flush_requests += 1
         try:
@@ -712,6 +762,43 @@ def loggable_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _foreign_async_library() -> str | None:
+    """The async library running in this thread if it is not asyncio (``"trio"``), else None."""
+    try:
+        import sniffio
+
+        name = sniffio.current_async_library()
+    except Exception:  # not installed, or no library it knows of runs here
+        name = None
+    if name is None:
+        trio = sys.modules.get("trio")
+        try:
+            name = "trio" if trio is not None and trio.lowlevel.current_trio_token() else None
+        except RuntimeError:
+            name = None
+    return None if name == "asyncio" else name
+
+
+async def _in_worker_thread(fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` in a worker thread of the caller's async library (anyio, or trio without it)."""
+    try:
+        import anyio.to_thread
+    except ImportError:  # pragma: no cover - trio without anyio (anyio comes with Starlette)
+        import trio
+
+        result: T = await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        return result
+    return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+async def _wait_threadsafe(future: concurrent.futures.Future[T]) -> T:
+    """Await a future of the writer's own loop from another async library."""
+    try:
+        return await _in_worker_thread(future.result)
+    finally:
+        future.cancel()  # the caller was cancelled: so is the work on the writer's loop (a no-op once done)
+
+
 def _loop_running_here() -> bool:
     try:
         asyncio.get_running_loop()
@@ -733,6 +820,12 @@ def _spool_at_exit() -> None:
     for writer in list(_open):
         if writer._closed:
             continue
+        runner = writer._runner
+        if runner is not None and runner.loop.is_running():  # its own loop still runs: close it there
+            with contextlib.suppress(Exception):
+                deadline = writer.config.close_timeout
+                asyncio.run_coroutine_threadsafe(writer.aclose(deadline), runner.loop).result(deadline + 6.0)
+                continue
         writer._closed = True
         with contextlib.suppress(Exception):
             writer._spool_remainder(0.0)
