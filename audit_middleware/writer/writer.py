@@ -54,7 +54,7 @@ MSG_DROPPED = "audit buffer full (%s events, overflow=%s): dropped %s events so 
 MSG_RETRY = "audit write failed (%s), retrying %s events in %.2fs: %s"
 MSG_REJECTED = "database rejected audit row id=%s action=%s (%s): written to the dead-letter file"
 MSG_CLOSE_TIMEOUT = "audit writer closed with %s events not written (close deadline %.1fs passed)"
-MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events spooled to %s for the next start"
+MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events wait in the spool %s for the next start (%s spooled now)"
 MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so far (%s)"
 MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
 MSG_NO_TABLE = (
@@ -322,15 +322,16 @@ class AuditWriter:
         rows = [row for batch in self._inflight.values() for row in batch]
         self._inflight.clear()
         pending = len(events) + len(rows)
+        taken = 0
         if pending:
-            taken = 0
             if self._delivery.enabled:
                 taken = self._delivery.spool_events(events, sync=False) + self._delivery.spool_rows(rows, sync=False)
-            if taken:
-                logger.warning(MSG_CLOSE_SPOOLED, taken, self._delivery.spool.directory)
             if taken < pending:
                 self._lost_on_close += pending - taken
                 logger.error(MSG_CLOSE_TIMEOUT, pending - taken, deadline)
+        waiting = self._delivery.spool.pending if self._delivery.enabled else 0
+        if waiting:  # spooled now or earlier in an outage: either way they wait for the next start
+            logger.warning(MSG_CLOSE_SPOOLED, waiting, self._delivery.spool.directory, taken)
         self._delivery.close()
 
     # -- recording -----------------------------------------------------------------------------
