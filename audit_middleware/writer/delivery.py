@@ -29,11 +29,11 @@ from .spool import (
     MSG_TORN,
     ClaimedSpool,
     Spool,
+    _lock,
     database_identity,
     decode_row,
     encode_row,
     former_spool_targets,
-    _lock,
     pending_spools,
     read_segment,
     segments,
@@ -250,7 +250,9 @@ class Delivery:
                 continue
             target = pending.target
             where = (
-                f"{target.get('database')} {target.get('schema')}.{target.get('table')}" if target else "an unknown target"
+                f"{target.get('database')} {target.get('schema')}.{target.get('table')}"
+                if target
+                else "an unknown target"
             )
             logger.warning(MSG_STRANDED, pending.rows, pending.directory, where, pending.directory)
 

@@ -8,8 +8,9 @@ a ``lock`` file (``fcntl.flock``-ed for the life of the process) and segment fil
 
 ``<target>`` is a hash of the database and table, so a spool is only ever replayed into the table it
 was meant for; its ``target.json`` names them (host, port, database, schema, table: never a user or
-a password) for ``audit-middleware spool list``. Rows are spooled *after* redaction and conversion (they are exactly the rows the
-sink would have written); files and directories are created owner-only (0600 / 0700).
+a password) for ``audit-middleware spool list``. Rows are spooled *after* redaction and conversion
+(they are exactly the rows the sink would have written); files and directories are created
+owner-only (0600 / 0700).
 
 Writes are buffered and fsynced in batches (:meth:`Spool.sync`). The spool is size-capped: an append
 past ``max_bytes`` is refused and the caller counts the rows as dropped. Replay reads segments

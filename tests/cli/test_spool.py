@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.faults import free_port
 from tests.writer.delivery.conftest import eventually
 
 pytestmark = pytest.mark.anyio
-FAST = {"flush_interval": 0.05, "retry_initial": 0.02, "retry_max": 0.2, "connect_timeout": 1.0}
+FAST: dict[str, Any] = {"flush_interval": 0.05, "retry_initial": 0.02, "retry_max": 0.2, "connect_timeout": 1.0}
 
 
 async def strand(pg: PgTarget, spool_dir: Path, count: int, *, close: bool = True) -> tuple[AuditWriter, list[str]]:

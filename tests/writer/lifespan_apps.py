@@ -17,6 +17,9 @@ class Broken:
     def __init__(self, app: Any) -> None:
         raise RuntimeError("broken middleware")
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never built
+        raise AssertionError("unreachable")
+
 
 def broken_app() -> Starlette:
     return Starlette(middleware=[Middleware(Broken)])

@@ -53,7 +53,9 @@ async def test_a_missing_table_is_reported_at_start_before_any_event(
         assert writer.stats().retried == 0  # no write was attempted: the start-up check found it
 
 
-async def test_the_fix_line_masks_the_password(empty_schema: PgTarget, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_fix_line_masks_the_password(
+    empty_schema: PgTarget, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The user in the DSN has a password the server ignores (trust auth): the line must show *** instead.
     dsn = empty_schema.dsn.replace("postgresql://postgres@", "postgresql://postgres:s3cr3t-pw@")
     assert "s3cr3t-pw" in dsn

@@ -44,10 +44,13 @@ async def refuse_rows(pg: PgTarget, errcode: str = "P0001", *, every_row: bool =
 
 
 def record_batch(writer: AuditWriter, good: int, bad_at: int) -> tuple[list[str], list[str]]:
+    refused = {"refuse": "yes", "note": SECRET}
     events = [
-        writer.record_nowait("refused" if i == bad_at else "ok", metadata={"refuse": "yes", "note": SECRET} if i == bad_at else {"n": i})
+        writer.record_nowait("refused", metadata=refused)
+        if i == bad_at
+        else writer.record_nowait("ok", metadata={"n": i})
         for i in range(good + 1)
-    ]  # fmt: skip
+    ]
     ids = [(str(e.id), e.action) for e in events if e is not None]
     return [i for i, a in ids if a == "ok"], [i for i, a in ids if a == "refused"]
 
@@ -79,7 +82,7 @@ async def test_a_refused_row_in_the_spool_does_not_block_its_replay(
     await refuse_rows(fpg)
     proxy.set_mode("reset")  # the batch with the bad row goes to the spool first; replay is the INSERT path
     async with writer_for(proxy.dsn(fpg.dsn), fpg, spool_dir) as writer:
-        good, bad = record_batch(writer, 99, 0)
+        good, _ = record_batch(writer, 99, 0)
         await eventually(lambda: _spooled(writer, 100))
         proxy.set_mode("pass")
         await writer.flush(timeout=20)

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,11 @@ from audit_middleware.writer.delivery import default_spool_dir
 from tests.conftest import PgTarget
 from tests.faults import FaultProxy
 from tests.writer.delivery.conftest import eventually
-from tests.writer.delivery.test_faults import FAST, assert_exactly
+from tests.writer.delivery.test_faults import FAST as FAST_OPTIONS
+from tests.writer.delivery.test_faults import assert_exactly
 
 pytestmark = pytest.mark.anyio
+FAST: dict[str, Any] = dict(FAST_OPTIONS)
 
 
 # -- the default directory ---------------------------------------------------------------------
@@ -69,9 +72,12 @@ async def test_shutdown_and_the_next_start_say_how_many_events_wait_and_where(
     await eventually(lambda: _spooled(writer, 30))  # spooled during the outage, before shutdown
     directory = writer._delivery.spool.directory
     await writer.aclose(timeout=0.2)
-    assert re.search(rf"audit writer closing: 30 unwritten events wait in the spool {re.escape(str(directory))}", caplog.text)
+    assert re.search(
+        rf"audit writer closing: 30 unwritten events wait in the spool {re.escape(str(directory))}", caplog.text
+    )
     caplog.clear()
     proxy.set_mode("pass")
+
     async def replayed() -> bool:
         return f"replayed 30 events left by a stopped process, from {directory}" in caplog.text
 
@@ -94,7 +100,9 @@ async def test_a_spool_for_a_dsn_no_writer_uses_any_more_is_reported_with_the_re
     caplog.set_level(logging.INFO)
 
     def lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(stranded) in r.getMessage()]
+        return [
+            r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(stranded) in r.getMessage()
+        ]
 
     async def reported() -> bool:
         return bool(lines())
