@@ -210,10 +210,21 @@ class Delivery:
         rows = [to_row(e, max_metadata_bytes=limits[0], max_string_length=limits[1]) for e in events]
         return self.spool_rows(rows, sync=sync) if rows else 0
 
-    async def hand_over(self, rows: list[Row]) -> bool:
-        """Move a batch whose first attempt failed to the spool (fsynced); False if the spool cannot take it."""
+    async def hand_over(self, rows: list[Row], *, taken: Callable[[], object] | None = None) -> bool:
+        """Move a batch whose first attempt failed to the spool (fsynced); False if the spool cannot take it.
+
+        ``taken`` runs in the spooling thread once the batch is on disk, even if the caller was
+        cancelled meanwhile (the caller's copy is then dropped exactly once).
+        """
         lines = await encode_rows(rows)
-        return await asyncio.to_thread(self.spool_batch, rows, lines)
+
+        def spool() -> bool:
+            done = self.spool_batch(rows, lines)
+            if done and taken is not None:
+                taken()
+            return done
+
+        return await asyncio.to_thread(spool)
 
     def sync(self) -> None:
         try:

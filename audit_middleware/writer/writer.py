@@ -672,8 +672,14 @@ class AuditWriter:
         self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
         rows = await self._rows(events)
         lines = await encode_rows(rows)
-        spilling = asyncio.ensure_future(asyncio.to_thread(self._delivery.spool_rows, rows, sync=True, lines=lines))
-        self._spill_events = None
+
+        def spool_taken() -> int:
+            # Cleared by the thread, not before it starts: asyncio.run's teardown cancels the task around it,
+            # maybe before it ever ran (events lost), while a thread once started always finishes.
+            self._spill_events = None
+            return self._delivery.spool_rows(rows, sync=True, lines=lines)
+
+        spilling = asyncio.ensure_future(asyncio.to_thread(spool_taken))
         self._spilling = spilling
         try:
             taken = await asyncio.shield(spilling)
@@ -734,10 +740,8 @@ class AuditWriter:
 
     async def _hand_over(self, rows: list[Row]) -> bool:
         """Move a batch whose first attempt failed to the spool (fsynced): memory is not where it waits."""
-        if not await self._delivery.hand_over(rows):
-            return False  # the spool cannot take it: keep retrying it from memory
-        self._inflight.pop(id(rows), None)
-        return True
+        # Forgotten by the thread that spooled it: a cancel while it runs must not spool the batch twice.
+        return await self._delivery.hand_over(rows, taken=lambda: self._inflight.pop(id(rows), None))
 
     def _resolve(self, rows: list[Row], rejected: Sequence[RejectedRow]) -> None:
         refused = {str(item.row[0]) for item in rejected}
