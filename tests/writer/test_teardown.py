@@ -29,13 +29,14 @@ def test_a_spill_cancelled_by_the_loops_teardown_is_spooled_at_exit(tmp_path: Pa
     async def app() -> None:
         writer.start_soon()
         ids.extend(str(e.id) for e in [writer.record_nowait("login", metadata={"n": i}) for i in range(50)] if e)
-        asyncio.ensure_future(writer._spill())
+        spill = asyncio.ensure_future(writer._spill())
         while writer._spilling is None:
             await asyncio.sleep(0)
         # The spool's thread task exists and has not run yet. asyncio.run's teardown cancels every task
         # left, and one created in the loop's last iteration never got to run: do that here, at once.
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
             task.cancel()
+        assert spill.cancelled() or not spill.done()
 
     asyncio.run(app())
     writer._closed = True  # what the exit hook (_spool_at_exit) does for a writer nobody closed
