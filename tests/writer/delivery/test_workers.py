@@ -93,3 +93,11 @@ async def test_sigkill_during_an_outage_loses_nothing_spooled_within_the_backoff
         await eventually(lambda: _replayed(heir, 301))
     rows = await fpg.fetch("SELECT id FROM {t}")
     assert sorted(str(r["id"]) for r in rows) == sorted(ids)
+
+
+async def test_a_trio_app_that_exits_without_closing_its_writer_loses_nothing(fpg: PgTarget, spool_dir: Path) -> None:
+    # Under trio the writer runs on a loop of its own thread; the exit hook closes it there (a flush first).
+    code, ids = await run_worker(fpg.dsn, fpg, spool_dir, 120, "trio_exit")
+    assert code == 0 and len(ids) == 120
+    rows = await fpg.fetch("SELECT id FROM {t}")
+    assert sorted(str(r["id"]) for r in rows) == sorted(ids)

@@ -78,5 +78,24 @@ async def outage(dsn: str, schema: str, spool_dir: str, count: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-if __name__ == "__main__":
+def trio_exit(dsn: str, schema: str, spool_dir: str, count: int) -> None:
+    """MODE ``trio_exit``: record under trio and return without closing the writer (the exit hook closes it)."""
+    import trio
+
+    async def app() -> None:
+        writer = AuditWriter(dsn, schema=schema, spool_dir=spool_dir, flush_interval=60.0, close_timeout=20.0)
+        await writer.start()
+        ids = []
+        for i in range(count):
+            event = writer.record_nowait("trio_event", metadata={"n": i})
+            assert event is not None
+            ids.append(str(event.id))
+        print(json.dumps(ids), flush=True)
+
+    trio.run(app)
+
+
+if __name__ == "__main__" and sys.argv[5] == "trio_exit":
+    trio_exit(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+elif __name__ == "__main__":
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
