@@ -169,12 +169,18 @@ async def test_prune_stubs_old_digests_and_verify_still_passes(locked: Target) -
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL audit_middleware.prune = 'on'")
-            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff) == (2, 8)
+            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff, key=KEY) == (
+                2,
+                8,
+            )
             # the ops prune then deletes what is left by created_at (or drops a partition)
             await conn.execute(f"DELETE FROM {locked.audit} WHERE created_at < $1", cutoff)
         async with conn.transaction():
             await conn.execute("SET LOCAL audit_middleware.prune = 'on'")
-            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff) == (0, 0)
+            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff, key=KEY) == (
+                0,
+                0,
+            )
     finally:
         await conn.close()
     report = await locked.verify()
@@ -193,7 +199,9 @@ async def test_disguising_a_recent_batch_as_pruned_is_caught(target: Target) -> 
 async def test_prune_without_digests_table_is_a_no_op(pg: PgTarget) -> None:
     conn = await pg.connect()
     try:
-        assert await prune_batch(conn, schema=pg.schema, table="user_audit_logs", before=dt.datetime.now()) == (0, 0)
+        assert await prune_batch(
+            conn, schema=pg.schema, table="user_audit_logs", before=dt.datetime.now(), key=KEY
+        ) == (0, 0)
     finally:
         await conn.close()
 
