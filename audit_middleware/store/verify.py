@@ -274,7 +274,10 @@ async def verify(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await use_iso_datestyle(conn)
         if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
-            raise SchemaError(f"{schema}.{digests_table(table)} does not exist: nothing to verify")
+            raise SchemaError(
+                f"{schema}.{digests_table(table)} does not exist: nothing to verify (create it with "
+                "`audit-middleware init-db --digests` and give the writer a digest_key)"
+            )
         now = await conn.fetchval(f"SELECT to_char(now() AT TIME ZONE 'UTC', '{TIME_FORMAT}')")
         chain = _Chain(report, secret, now, checkpoint)
         # A table made before stubs were signed has no prune_mac: every stub in it is then unsigned.

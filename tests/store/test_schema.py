@@ -111,7 +111,7 @@ async def test_foreign_key_is_skipped_with_a_message_without_users(
         report = await apply(conn, schema=empty_schema.schema)
     finally:
         await conn.close()
-    assert report.foreign_key == f"skipped: {empty_schema.schema}.users does not exist"
+    assert report.foreign_key == f"skipped: {empty_schema.schema}.users does not exist (run init-db again once it does)"
     assert "without a foreign key" in caplog.text
 
 

@@ -131,7 +131,7 @@ async def _foreign_key(
     qualified = f"{quote_ident(users_schema)}.{quote_ident(users_table)}"
     if await conn.fetchval("SELECT to_regclass($1)", qualified) is None:
         logger.warning(MSG_NO_USERS, f"{users_schema}.{users_table}")
-        return f"skipped: {users_schema}.{users_table} does not exist"
+        return f"skipped: {users_schema}.{users_table} does not exist (run init-db again once it does)"
     constraint = index_names(table)["fk_user"]
     exists = await conn.fetchval(
         "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)",
