@@ -85,7 +85,8 @@ async def prune(
             it), except for a dry run.
 
     Raises:
-        ConfigurationError: bad ``batch_size``; a digests table but no (valid) ``key``.
+        ConfigurationError: bad ``batch_size``; a digests table but no (valid) ``key``, or a cutoff in
+            the future.
 
     Example:
         >>> cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)   # doctest: +SKIP
@@ -105,6 +106,11 @@ async def prune(
                 "pruned digests (key=..., or $AUDIT_DIGEST_KEY for the command)"
             )
         key = check_digest_key(key)
+        if cutoff > await conn.fetchval("SELECT now() AT TIME ZONE 'UTC'"):
+            raise ConfigurationError(
+                f"cutoff {cutoff} is in the future: on a table with digests verify would report its stubs "
+                "(a future prune horizon is how a forged stub hides rows)"
+            )
     doomed = []
     default: str | None = None
     if await is_partitioned(conn, schema, table):

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from audit_middleware.errors import ConfigurationError
 from audit_middleware.store.digests import compute_prune_mac, prune_batch, sign_stubs
 from audit_middleware.store.retention import prune
 from audit_middleware.store.schema.tamper import apply_digests
@@ -259,12 +260,18 @@ async def test_the_issue_attack_no_longer_moves_the_horizon(pruned_chain: Target
     assert "not signed" in next(f.detail for f in report.findings if f.kind == "pruned")
 
 
-async def test_newest_digests_deleted_with_their_rows_need_the_checkpoint(pruned_chain: Target, tmp_path: Path) -> None:
-    # The one attack a self-consistent chain cannot show: cutting its head off (documented).
+@pytest.mark.parametrize("first_cut", [4, 1], ids=["newest digests", "every digest"])
+async def test_a_chain_cut_with_its_rows_needs_the_checkpoint(
+    pruned_chain: Target, tmp_path: Path, first_cut: int
+) -> None:
+    # What a self-consistent chain cannot show: cutting its head off, or emptying both tables (documented).
     head = (await pruned_chain.verify()).head()
     assert head is not None
     head.dump(tmp_path / "head.json", KEY)
-    cut = ["DELETE FROM {t} WHERE id IN (SELECT unnest(ids) FROM {d} WHERE seq >= 4)", "DELETE FROM {d} WHERE seq >= 4"]
+    cut = [
+        f"DELETE FROM {{t}} WHERE id IN (SELECT unnest(ids) FROM {{d}} WHERE seq >= {first_cut})",
+        f"DELETE FROM {{d}} WHERE seq >= {first_cut}",
+    ]
     await attack(pruned_chain, cut)
     assert (await pruned_chain.verify()).ok
     report = await pruned_chain.verify(checkpoint=Checkpoint.load(tmp_path / "head.json"))
@@ -339,8 +346,6 @@ async def test_prune_takes_only_the_oldest_digests(pg: PgTarget) -> None:
 
 
 async def test_prune_of_a_digested_table_needs_the_key(pruned_chain: Target) -> None:
-    from audit_middleware.errors import ConfigurationError
-
     conn = await asyncpg.connect(pruned_chain.dsn)
     try:
         with pytest.raises(ConfigurationError, match="digest key"):
@@ -385,3 +390,14 @@ async def test_the_batch_hash_of_a_stub_still_binds_its_mac(pruned_chain: Target
     await attack(pruned_chain, ["UPDATE {d} SET batch_hash = sha256('x') WHERE seq = 1"])
     report = await pruned_chain.verify()
     assert set(report.counts) == {"bad_mac"}
+
+
+async def test_prune_refuses_a_future_cutoff_on_a_digested_table(pruned_chain: Target) -> None:
+    # verify reports a stub whose cutoff is in the future: prune must never make one.
+    conn = await asyncpg.connect(pruned_chain.dsn)
+    try:
+        with pytest.raises(ConfigurationError, match="in the future"):
+            await prune(conn, cutoff=dt.datetime(2999, 1, 1), schema=pruned_chain.schema, key=KEY)
+    finally:
+        await conn.close()
+    assert (await pruned_chain.verify()).ok
