@@ -169,7 +169,8 @@ class EventFilter:
             conditions.append(f"user_id = {param(self.user)}")
         elif self.user is not None:
             # ->> gives the text of a string or a number alike (the writer stores text; older rows may not).
-            conditions.append(f"metadata->>'user_ref' = {param(self.user)}")
+            # The ? test lets the planner use the partial index of 003_user_ref_index.sql.
+            conditions.append(f"metadata ? 'user_ref' AND metadata->>'user_ref' = {param(self.user)}")
         if self.action is not None:
             conditions.append(f"action = {param(self.action)}")
         if self.action_prefix is not None:
