@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--key-env", default="AUDIT_DIGEST_KEY", help="variable holding the HMAC key (%(default)s)")
     verify.add_argument("--checkpoint", metavar="FILE", help="compare the chain head with this exported checkpoint")
     verify.add_argument("--write-checkpoint", metavar="FILE", help="after a clean run, export the chain head here")
+    for sub in commands.choices.values():  # every command, also those registered above by other modules
+        sub.set_defaults(subparser=sub)
     return parser
 
 
@@ -99,8 +101,7 @@ def _dsn(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     dsn: str | None = args.dsn or os.environ.get("AUDIT_DSN")
     if not dsn:
         # The subcommand's own usage: its options are what the user needs to see.
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        subparsers.choices[args.command].error("--dsn or AUDIT_DSN is required")
+        getattr(args, "subparser", parser).error("--dsn or AUDIT_DSN is required")
     return str(dsn)
 
 
@@ -203,7 +204,7 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
             conn, key=key, schema=args.schema, table=args.table, checkpoint=point, checkpoint_hmac=claimed
         )
     except asyncpg.PostgresError as exc:
-        print(f"verify failed: {missing_table_hint(exc, args)}", file=sys.stderr)
+        print(missing_table_hint(exc, args), file=sys.stderr)
         return EXIT_FAILURE
     finally:
         await conn.close()

@@ -178,7 +178,7 @@ async def _tail(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
             except TimeoutError:
                 break
             line = to_json_line(row) if args.json else format_table_row(row)  # the table escapes its text
-            print(escape_controls(line) if args.json and sys.stdout.isatty() else line, flush=True)
+            print(escape_controls(line, in_json=True) if args.json and sys.stdout.isatty() else line, flush=True)
             seen += 1
     finally:
         await rows.aclose()

@@ -40,20 +40,21 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escape_controls(text: str) -> str:
-    """``text`` with control characters shown as ``\\xNN`` / ``\\uNNNN``: safe to print on a terminal.
+def _escape_in_json(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
+
+
+def escape_controls(text: str, *, in_json: bool = False) -> str:
+    r"""``text`` with control characters shown as ``\xNN`` / ``\uNNNN``: safe to print on a terminal.
+
+    ``in_json=True`` for a JSON text: every escape is ``\uNNNN``, so it stays valid JSON of the same
+    value (raw controls can only be inside its strings: JSON escapes C0 itself, not DEL, C1 or bidi).
 
     Example:
         >>> escape_controls("login\x1b]0;pwned\x07")
         'login\\x1b]0;pwned\\x07'
     """
-    return _CONTROLS.sub(_escape, text)
-
-
-def _escape_json(text: str) -> str:
-    # Inside a JSON line the raw controls left (DEL, C1, bidi; C0 is escaped already) can only be in
-    # strings: a JSON escape keeps the line valid JSON of the same value.
-    return _CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    return _CONTROLS.sub(_escape_in_json if in_json else _escape, text)
 
 
 def _time(row: AuditRow) -> str:
@@ -143,7 +144,7 @@ async def write_rows(
             out.write(format_table_row(row) + "\n")
         else:
             line = to_json_line(row)
-            out.write((_escape_json(line) if escape else line) + "\n")
+            out.write((escape_controls(line, in_json=True) if escape else line) + "\n")
         count += 1
         if progress is not None and count % 1000 == 0:
             progress.update(count)
