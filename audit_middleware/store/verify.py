@@ -22,7 +22,8 @@ Checks, each reported as a :class:`Finding` with the first bad position (``seq``
 
 Rows missing from a batch whose oldest row is older than the prune horizon (the latest cutoff of
 the genuine stubs) are counted as ``pruned_missing``, not as tampering: ``prune`` deletes by
-``created_at`` and a batch can straddle the cutoff. Only genuine stubs move the horizon, and only
+``created_at`` and a batch can straddle the cutoff. Unless the batch has rows at or after the
+horizon and none is left: its newest row is one no prune deleted. Only genuine stubs move the horizon, and only
 their ids are left out of the search for ``unrecorded`` rows.
 """
 
@@ -233,6 +234,9 @@ class _Chain:
             report.add("bad_hash", seq, None, "batch_hash does not match the recorded row hashes")
         # Stubs come first in a genuine chain, so every genuine cutoff is known before any row is checked.
         tolerate = self.horizon is not None and d["min_created"] is not None and d["min_created"] < self.horizon
+        if tolerate and d["max_created"] >= self.horizon and not any(row["present"] for row in rows):
+            # prune deletes only rows older than its cutoff: the batch's newest row cannot be gone.
+            tolerate = False
         for i, (event_id, row) in enumerate(zip(ids, rows, strict=True)):
             if not row["present"]:
                 if tolerate:
