@@ -351,8 +351,10 @@ async def sign_stubs(conn: asyncpg.Connection, *, schema: str, table: str, key: 
 
     A one-off migration that vouches for those stubs with ``key``: run it only after ``verify`` of
     the earlier version found the chain intact, since whoever could turn digests into stubs before
-    is trusted by it. Needs the ``prune_mac`` column (``init-db --digests``) and, with the
-    append-only triggers, a transaction that ran ``SET LOCAL audit_middleware.prune = 'on'``.
+    is trusted by it. Stubs after the oldest signed one are left alone (this version made that one,
+    so an unsigned stub after it is not an earlier version's). Needs the ``prune_mac`` column
+    (``init-db --digests``) and, with the append-only triggers, a transaction that ran
+    ``SET LOCAL audit_middleware.prune = 'on'``.
     """
     check_identifier("schema", schema)
     secret = check_digest_key(key).reveal()
@@ -362,9 +364,13 @@ async def sign_stubs(conn: asyncpg.Connection, *, schema: str, table: str, key: 
     if not await has_prune_mac(conn, schema, name):
         raise SchemaError(f"{schema}.{name} has no prune_mac column: run `audit-middleware init-db --digests` again")
     digests = f"{_quote(schema)}.{_quote(name)}"
+    # Only stubs older than every signed one: once this version has pruned, an unsigned stub after
+    # its stubs cannot be an earlier version's, and signing it would vouch for a forgery.
     stubs = await conn.fetch(
         f"SELECT seq, mac, to_char(pruned_before, '{TIME_FORMAT}') AS cutoff FROM {digests} "
-        "WHERE pruned_before IS NOT NULL AND prune_mac IS NULL ORDER BY seq"
+        "WHERE pruned_before IS NOT NULL AND prune_mac IS NULL "
+        f"AND seq < coalesce((SELECT min(seq) FROM {digests} WHERE prune_mac IS NOT NULL), 'Infinity'::numeric) "
+        "ORDER BY seq"
     )
     await conn.execute(
         f"UPDATE {digests} d SET prune_mac = s.prune_mac "

@@ -436,3 +436,15 @@ async def test_some_newer_rows_of_a_straddling_batch_deleted_pass_as_pruned(stra
     report = await straddled_chain.verify()
     assert report.ok
     assert report.pruned_missing == 3
+
+
+async def test_sign_stubs_never_signs_a_stub_newer_than_a_signed_one(pruned_chain: Target) -> None:
+    # After an upgrade and a signed prune, an unsigned stub can only be a forgery: --sign-stubs must not adopt it.
+    await attack(pruned_chain, ATTACKS["a middle batch turned into a stub just past its newest row"][0])
+    conn = await asyncpg.connect(pruned_chain.dsn)
+    try:
+        assert await sign_stubs(conn, schema=pruned_chain.schema, table="user_audit_logs", key=KEY) == 0
+    finally:
+        await conn.close()
+    report = await pruned_chain.verify()
+    assert [f.seq for f in report.findings if f.kind == "pruned"] == [3]
