@@ -276,6 +276,9 @@ async def verify(
     audit, digests = f"{_q(schema)}.{_q(table)}", f"{_q(schema)}.{_q(digests_table(table))}"
     report = VerifyReport(schema=schema, table=table)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # Only the built-in functions: a search_path set for the verifying role (ALTER ROLE ... SET) could
+        # otherwise put an attacker's unnest(uuid[]) or to_char() before them and hide planted rows.
+        await conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
         await use_iso_datestyle(conn)
         if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
             raise SchemaError(

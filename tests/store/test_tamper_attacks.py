@@ -20,7 +20,7 @@ from audit_middleware.errors import ConfigurationError
 from audit_middleware.store.digests import compute_prune_mac, prune_batch, sign_stubs
 from audit_middleware.store.retention import prune
 from audit_middleware.store.schema.tamper import apply_digests
-from audit_middleware.store.verify import Checkpoint
+from audit_middleware.store.verify import Checkpoint, verify
 from tests.conftest import PgTarget
 from tests.tamper_helpers import KEY, Target, make_rows
 
@@ -448,3 +448,29 @@ async def test_sign_stubs_never_signs_a_stub_newer_than_a_signed_one(pruned_chai
         await conn.close()
     report = await pruned_chain.verify()
     assert [f.seq for f in report.findings if f.kind == "pruned"] == [3]
+
+
+async def test_a_search_path_with_an_attackers_unnest_does_not_hide_a_planted_row(pruned_chain: Target) -> None:
+    # A superuser can set the verifying role's search_path (ALTER ROLE ... SET search_path) to a schema whose
+    # unnest(uuid[]) adds the planted row's id to every digest's list: verify reads only built-in functions.
+    planted = "00000000-0000-4000-8000-0000000000aa"
+    evil = f"{pruned_chain.schema}_evil"
+    await attack(
+        pruned_chain,
+        [
+            f"INSERT INTO {{t}} (id, action, created_at) VALUES ('{planted}', 'x', now())",
+            f"CREATE SCHEMA {evil}",
+            f"CREATE FUNCTION {evil}.unnest(uuid[]) RETURNS SETOF uuid LANGUAGE sql "
+            f"AS $$ SELECT pg_catalog.unnest($1) UNION ALL SELECT '{planted}'::uuid $$",
+        ],
+    )
+    conn = await asyncpg.connect(pruned_chain.dsn)
+    try:
+        await conn.execute(f"SET search_path = {evil}, pg_catalog")
+        assert await conn.fetchval(f"SELECT count(*) FROM (SELECT unnest(ids) FROM {pruned_chain.digests}) s") > 0
+        report = await verify(conn, key=KEY, schema=pruned_chain.schema)
+    finally:
+        await conn.execute(f"DROP SCHEMA {evil} CASCADE")
+        await conn.close()
+    assert report.counts == {"unrecorded": 1}
+    assert report.findings[0].id == planted
