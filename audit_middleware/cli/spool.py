@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
     spool_dir = {"default": None, "help": "spool directory (default: the writer's default, see docs/delivery.md)"}
     listing = sub.add_parser("list", help="list process spools with rows not yet written")
     listing.add_argument("--spool-dir", **spool_dir)
-    listing.set_defaults(run=_list, needs_dsn=False)
+    listing.set_defaults(run=_list)
     replay = sub.add_parser(
         "replay",
         help="write a stopped process's spool into a database, then delete it",
@@ -57,7 +57,7 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("--schema", default=None, help="schema of the audit table (default: the spool's own)")
     replay.add_argument("--table", default=None, help="audit table (default: the spool's own)")
     replay.add_argument("--dead-letter", default=None, help="dead-letter file (default: <spool dir>/dead-letter.jsonl)")
-    replay.set_defaults(run=_replay, needs_dsn=True)
+    replay.set_defaults(run=_replay)
 
 
 def _list(args: argparse.Namespace, dsn: str) -> int:
