@@ -278,8 +278,11 @@ class AuditWriter:
             return
         if self._queue and not self.started:
             self.start_soon()  # events recorded before the writer ever ran still get written
-        runner = self._runner
-        if runner is not None and not _loop_running_here():  # trio: close on the writer's own loop
+        if not _loop_running_here():  # trio: close on the writer's own loop (started now if it never ran)
+            if self._runner is None:
+                self._start_on_thread()
+            runner = self._runner
+            assert runner is not None  # set by _start_on_thread
             await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.aclose(timeout), runner.loop))
             await _in_worker_thread(runner.stop)
             return

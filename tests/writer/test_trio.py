@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from audit_middleware import AuditMiddleware, AuditWriter
+from audit_middleware import AuditMiddleware, AuditWriter, WriterClosedError
 from tests.conftest import PgTarget
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +83,12 @@ async def test_a_writer_used_directly_under_trio_flushes_commits_and_closes(pg: 
             await writer.record("logout")
     assert sorted(r["action"] for r in await stored(pg)) == ["export_data", "logout", "password_reset"]
     assert not writer.started
+
+
+async def test_a_writer_never_started_closes_cleanly_under_trio(pg: PgTarget, tmp_path: Path) -> None:
+    writer = AuditWriter(pg.dsn, schema=pg.schema, spool_dir=str(tmp_path))
+    with anyio.fail_after(30):
+        await writer.aclose()
+    assert not writer.started
+    with pytest.raises(WriterClosedError):
+        writer.record_nowait("late")
