@@ -61,6 +61,35 @@ def group(pyproject: dict[str, object], name: str) -> list[str]:
     return out
 
 
+def locked(source: Path, requirements: list[str]) -> list[str]:
+    """``requirements`` pinned to the versions the sdist's ``uv.lock`` names (the newest, if it names several).
+
+    A suite is written against its lock: the newest pytest can lack what an older suite imports.
+    """
+    try:
+        packages = tomllib.loads((source / "uv.lock").read_text())["package"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return requirements
+    versions: dict[str, tuple[int, ...]] = {}
+    for package in packages:
+        try:
+            version = tuple(int(part) for part in package["version"].split("."))
+        except (KeyError, ValueError):
+            continue
+        name = re.sub(r"[-_.]+", "-", package["name"].lower())
+        versions[name] = max(versions.get(name, ()), version)
+    pinned_requirements = []
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?", requirement)
+        name = re.sub(r"[-_.]+", "-", match.group(1).lower()) if match else ""
+        if match and name in versions:
+            extras = match.group(2) or ""
+            pinned_requirements.append(f"{match.group(1)}{extras}=={'.'.join(map(str, versions[name]))}")
+        else:
+            pinned_requirements.append(requirement)
+    return pinned_requirements
+
+
 def outcomes(junit: Path) -> dict[str, str]:
     result: dict[str, str] = {}
     if not junit.exists():
@@ -80,17 +109,17 @@ def main() -> int:
     args = parser.parse_args()
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env_dir = work / "venv"
-    python = env_dir / "bin" / "python"
-    if not python.exists():
-        venv.create(env_dir, with_pip=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
     names = [n for n in args.only.split(",") if n]
-    pins = {n: pinned(n) for n in names}
-    run([*pip, "-e", str(ROOT), *(f"{n}=={v}" if v else n for n, v in pins.items())])
     report: dict[str, dict[str, object]] = {}
     differ = False
     for name in names:
+        env_dir = work / f"venv-{name}"  # one each: the suites' own test dependencies conflict
+        python = env_dir / "bin" / "python"
+        if not python.exists():
+            venv.create(env_dir, with_pip=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        version_pin = pinned(name)
+        run([*pip, "-e", str(ROOT), f"{name}=={version_pin}" if version_pin else name])
         version = subprocess.check_output(
             [str(python), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"], text=True
         ).strip()
@@ -102,7 +131,7 @@ def main() -> int:
             with tarfile.open(next(work.glob(f"{name}-{version}.tar.gz"))) as tar:
                 tar.extractall(work, filter="data")
         pyproject = tomllib.loads((source / "pyproject.toml").read_text())
-        requirements = [r for g in GROUPS[name] for r in group(pyproject, g)]
+        requirements = locked(source, [r for g in GROUPS[name] for r in group(pyproject, g)])
         if run([*pip, *requirements]).returncode:  # one unavailable package must not cost all the others
             for requirement in requirements:
                 run([*pip, requirement])
@@ -112,7 +141,7 @@ def main() -> int:
             junit = work / f"{name}-{mode}.xml"
             plugin = ["-p", "audit_inject"] if mode == "audited" else []
             env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
-            run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
                  f"--junitxml={junit}", *plugin, *args.pytest_args, "tests"], cwd=source, env=env)  # fmt: skip
             results[mode] = outcomes(junit)
         plain, audited = results["plain"], results["audited"]
