@@ -796,7 +796,10 @@ async def _in_worker_thread(fn: Callable[[], T]) -> T:
 
         result: T = await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
         return result
-    return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    try:
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except TypeError:  # pragma: no cover - anyio < 4.1 names it cancellable
+        return await anyio.to_thread.run_sync(fn, cancellable=True)
 
 
 async def _wait_threadsafe(future: concurrent.futures.Future[T]) -> T:
