@@ -1,0 +1,158 @@
+"""django-allauth (+ allauth.mfa) behind AuditWSGIMiddleware with the Django glue: every flow, success and
+failure, lands in PostgreSQL as what happened (allauth answers a failed form with 200 and the form again)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import PgTarget
+from tests.django_helpers import PASSWORD, Trail, setup_django
+
+IP = "10.0.0.5"
+
+
+@pytest.fixture(scope="module")
+def django_app() -> Any:
+    setup_django()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+@pytest.fixture
+def trail(django_app: Any, pg: PgTarget) -> Iterator[Trail]:
+    trail = Trail(django_app, pg, ip=IP)
+    yield trail
+    trail.rows()  # closes the writer
+
+
+def new_user(*, mfa: bool = False) -> Any:
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth.models import User
+
+    name = "u" + uuid.uuid4().hex[:10]
+    user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
+    if mfa:
+        from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+        user.totp_secret = generate_totp_secret()
+        TOTP.activate(user, user.totp_secret)
+    return user
+
+
+def totp_code(user: Any) -> str:
+    from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value, yield_hotp_counters_from_time
+
+    return format_hotp_value(hotp_value(user.totp_secret, next(yield_hotp_counters_from_time())))
+
+
+def login(trail: Trail, user: Any, password: str = PASSWORD) -> Any:
+    return trail.client.post("/site/accounts/login/", data={"login": user.username, "password": password})
+
+
+def session_cookie(trail: Trail) -> str:
+    return trail.client.cookies.get("sessionid") or ""
+
+
+def test_signup_is_recorded_with_the_new_user(trail: Trail) -> None:
+    from django.contrib.auth.models import User
+
+    name = "s" + uuid.uuid4().hex[:10]
+    form = {"username": name, "email": f"{name}@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    assert trail.client.post("/site/accounts/signup/", data=form).status_code == 302
+    cookie = session_cookie(trail)
+    trail.client.cookies.clear()  # someone else tries the same name
+    assert trail.client.post("/site/accounts/signup/", data=form).status_code == 200  # taken: the form again
+    user = User.objects.get(username=name)
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("signup", str(user.pk), IP), ("signup_failed", None, IP)]
+    assert rows[0][2]["auth"]["evidence"] == ["signup", "login"]
+    trail.assert_no_secret(PASSWORD, cookie)
+
+
+def test_wrong_password_rerendered_with_200_is_a_failed_login(trail: Trail) -> None:
+    user = new_user()
+    assert login(trail, user, "wrong " + PASSWORD).status_code == 200
+    assert login(trail, user).status_code == 302
+    cookie = session_cookie(trail)
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("login_failed", None, IP), ("login", str(user.pk), IP)]
+    assert rows[0][2]["identifier"] == user.username
+    assert rows[0][2]["auth"]["source"] == "django.user_login_failed"
+    trail.assert_no_secret(PASSWORD, cookie)
+
+
+def test_logout_confirmation_page_is_no_logout(trail: Trail) -> None:
+    user = new_user()
+    login(trail, user)
+    assert trail.client.get("/site/accounts/logout/").status_code == 200  # "are you sure?"
+    assert trail.client.post("/site/accounts/logout/").status_code == 302
+    rows = trail.rows()
+    assert [(a, u) for a, u, _ in rows] == [("login", str(user.pk)), ("logout", str(user.pk))]
+
+
+def test_password_change_with_a_wrong_old_password_failed(trail: Trail) -> None:
+    user = new_user()
+    login(trail, user)
+    change = {"oldpassword": "wrong", "password1": "new " + PASSWORD, "password2": "new " + PASSWORD}
+    assert trail.client.post("/site/accounts/password/change/", data=change).status_code == 200
+    change["oldpassword"] = PASSWORD
+    assert trail.client.post("/site/accounts/password/change/", data=change).status_code == 302
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [
+        ("login", str(user.pk), IP),
+        ("password_change_failed", str(user.pk), IP),  # the signed-in actor, not a failed sign-in
+        ("password_change", str(user.pk), IP),
+    ]
+    trail.assert_no_secret(PASSWORD, "new " + PASSWORD)
+
+
+def test_password_reset_request_bad_key_and_reset(trail: Trail) -> None:
+    from django.core import mail
+
+    user = new_user()
+    mail.outbox = []
+    assert trail.client.post("/site/accounts/password/reset/", data={"email": user.email}).status_code == 302
+    assert trail.client.post("/site/accounts/password/reset/", data={"email": "not an email"}).status_code == 200
+    link = re.search(r"http://testserver(/site/accounts/password/reset/key/\S+/)", mail.outbox[0].body)
+    assert link is not None
+    key = link.group(1).rstrip("/").rsplit("/", 1)[1].split("-", 1)[1]
+    new = {"password1": "new " + PASSWORD, "password2": "new " + PASSWORD}
+    bad = f"/site/accounts/password/reset/key/{user.pk:x}-bad-{key[::-1]}/"
+    assert trail.client.post(bad, data=new).status_code == 200  # "bad token" page
+    form = trail.client.get(link.group(1))  # allauth moves the key into the session, then redirects
+    assert form.status_code == 302
+    assert trail.client.post(form.headers["location"], data=new).status_code == 302
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [
+        ("password_reset_requested", None, IP),
+        ("password_reset_requested_failed", None, IP),
+        ("password_reset_failed", None, IP),
+        ("password_reset", str(user.pk), IP),
+    ]
+    assert rows[-1][2]["http"]["route"] == "/site/accounts/password/reset/key/{uidb36}-{key}/"
+    trail.assert_no_secret(key, "new " + PASSWORD)
+
+
+def test_two_factor_login_records_each_stage(trail: Trail) -> None:
+    user = new_user(mfa=True)
+    pending = login(trail, user)
+    assert (pending.status_code, pending.headers["location"]) == (302, "/site/accounts/2fa/authenticate/")
+    assert trail.client.post("/site/accounts/2fa/authenticate/", data={"code": "000000"}).status_code == 200
+    code = totp_code(user)
+    assert trail.client.post("/site/accounts/2fa/authenticate/", data={"code": code}).status_code == 302
+    cookie = session_cookie(trail)
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [
+        ("login_mfa_pending", str(user.pk), IP),
+        ("mfa_verify_failed", None, IP),
+        ("mfa_verify", str(user.pk), IP),
+    ]
+    assert rows[-1][2]["auth"]["evidence"] == ["mfa_verify", "login"]
+    trail.assert_no_secret(PASSWORD, code, cookie)
