@@ -54,4 +54,8 @@ ACCOUNT_RATE_LIMITS = False  # the tests fail logins on purpose
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": ["dj_rest_auth.jwt_auth.JWTCookieAuthentication"]}
 REST_AUTH = {"TOKEN_MODEL": None, "USE_JWT": True, "SESSION_LOGIN": False, "JWT_AUTH_HTTPONLY": False}
-SIMPLE_JWT = {"ROTATE_REFRESH_TOKENS": True, "BLACKLIST_AFTER_ROTATION": True}
+SIMPLE_JWT = {
+    "SIGNING_KEY": "tests-only-signing-key-long-enough-for-hs256",  # PyJWT warns under 32 bytes
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+}

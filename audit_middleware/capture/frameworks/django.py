@@ -76,6 +76,7 @@ _VIEWS: dict[tuple[str, str], tuple[str, str]] = {
     ("django", "password_reset"): ("password_reset_requested", _REDIRECT),
     ("django", "password_reset_confirm"): ("password_reset", _REDIRECT),
 }
+_DJANGO_AUTH_VIEWS = ("django.contrib.auth.", "django.contrib.admin.")
 _LOGIN_FAMILY = frozenset({"login", "login_mfa_pending", "login_pending"})
 
 
@@ -215,7 +216,10 @@ def _known_view(request: Any) -> tuple[str, str] | None:
         return None
     func = match.func
     module = getattr(getattr(func, "view_class", func), "__module__", "") or ""
-    return _VIEWS.get((module.partition(".")[0], match.url_name or ""))
+    package = module.partition(".")[0]
+    if package == "django" and not module.startswith(_DJANGO_AUTH_VIEWS):
+        return None  # a generic view (a TemplateView) the project named "login" is not Django's login
+    return _VIEWS.get((package, match.url_name or ""))
 
 
 def _view_of(request: Any) -> str | None:
@@ -229,7 +233,8 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if known is None:
         return
     action, kind = known
-    watch(carrier, (action,))
+    if kind == _SIGNAL:
+        watch(carrier, (action,))
     reported = {e.action for e in evidence_of(carrier)}
     pending = carrier.pop(_PENDING_KEY, None)
     if action == "login" and pending is not None and not reported & _LOGIN_FAMILY:
