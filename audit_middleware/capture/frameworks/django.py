@@ -90,10 +90,10 @@ def _django_carrier(request: Any) -> MutableMapping[str, Any] | None:
     """
     request = getattr(request, "_request", request)  # a DRF Request wraps the HttpRequest
     meta = getattr(request, "META", None)
-    if isinstance(meta, MutableMapping) and INSTALLED_KEY in meta:
+    if isinstance(meta, MutableMapping) and (INSTALLED_KEY in meta or AUDITED_KEY in meta):
         return meta
     scope = getattr(request, "scope", None)  # ASGIRequest: the very scope AuditMiddleware passed in
-    if isinstance(scope, MutableMapping) and INSTALLED_KEY in scope:
+    if isinstance(scope, MutableMapping) and (INSTALLED_KEY in scope or AUDITED_KEY in scope):
         return scope
     return None
 
@@ -185,7 +185,7 @@ def _connect_signals() -> None:
     signals.user_login_failed.connect(_on_login_failed, dispatch_uid="audit_middleware.login_failed")
     signals.user_logged_out.connect(_on_logged_out, dispatch_uid="audit_middleware.logout")
     if apps.is_installed("allauth.account"):
-        from allauth.account import signals as account  # type: ignore[import-untyped]
+        from allauth.account import signals as account
 
         for signal, action, succeeded in (
             (account.user_signed_up, "signup", True),
@@ -200,7 +200,7 @@ def _connect_signals() -> None:
         account.authentication_step_completed.connect(_on_step, dispatch_uid="audit_middleware.allauth.step")
         account.email_confirmed.connect(_on_email_confirmed, dispatch_uid="audit_middleware.allauth.email")
     if apps.is_installed("allauth.mfa"):
-        from allauth.mfa import signals as mfa  # type: ignore[import-untyped]
+        from allauth.mfa import signals as mfa
 
         mfa.authenticator_used.connect(_on_mfa_used, dispatch_uid="audit_middleware.allauth.mfa_used")
         mfa.authentication_failed.connect(_on_mfa_failed, dispatch_uid="audit_middleware.allauth.mfa_failed")
@@ -255,7 +255,7 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
 
 def _pending_action(user: Any) -> str:
     try:
-        from allauth.mfa.utils import is_mfa_enabled  # type: ignore[import-untyped]
+        from allauth.mfa.utils import is_mfa_enabled
     except ImportError:
         return "login_pending"
     try:
