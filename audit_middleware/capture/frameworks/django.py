@@ -152,8 +152,10 @@ def _on_signal(action: str, succeeded: bool, source: str) -> Callable[..., None]
 
 
 def _on_step(sender: Any, request: Any = None, user: Any = None, method: str = "", **kwargs: Any) -> None:
+    if method not in ("password", "code") or kwargs.get("reauthenticated"):
+        return  # a second factor, or a signed-in user confirming their password (reauthentication)
     carrier = _django_carrier(request) if request is not None else None
-    if carrier is not None and method == "password":
+    if carrier is not None:
         carrier[_PENDING_KEY] = user  # a login follows, or a stage (2FA, e-mail verification) is pending
 
 
@@ -229,6 +231,12 @@ def _view_of(request: Any) -> str | None:
 
 def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) -> None:
     """After the view: turn what the known auth view did (or did not) announce into evidence."""
+    pending = carrier.pop(_PENDING_KEY, None)
+    if pending is not None and not {e.action for e in evidence_of(carrier)} & _LOGIN_FAMILY:
+        # the password was right (allauth's form or headless API); a second factor or e-mail verification
+        # stands between it and a session
+        _report(carrier, _pending_action(pending), True, pending, source="allauth.authentication_step_completed")
+        return
     known = _known_view(request)
     if known is None:
         return
@@ -236,18 +244,14 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if kind == _SIGNAL:
         watch(carrier, (action,))
     reported = {e.action for e in evidence_of(carrier)}
-    pending = carrier.pop(_PENDING_KEY, None)
-    if action == "login" and pending is not None and not reported & _LOGIN_FAMILY:
-        # the password was right; a second factor (or e-mail verification) stands between it and a session
-        _report(carrier, _pending_action(pending), True, pending, source="allauth.authentication_step_completed")
-        return
     if request.method != "POST" or action in reported or (action == "login" and reported & _LOGIN_FAMILY):
         return
     status = getattr(response, "status_code", 500)
     if kind == _FORM:
         _report(carrier, action, False, identifier=_posted_name(request), source="django.view")
-    elif kind == _REDIRECT:
-        _report(carrier, action, 300 <= status < 400, source="django.view")
+    elif kind == _REDIRECT:  # allauth answers an AJAX form with JSON: 200 done, 400 form errors
+        ajax = "json" in str(response.get("Content-Type", "")) if hasattr(response, "get") else False
+        _report(carrier, action, 300 <= status < 400 or (ajax and 200 <= status < 300), source="django.view")
     elif kind == _TOKEN and 200 <= status < 300 and _authenticated(request):
         # DRF authenticated the request (a verified token) and the view signed it out
         _report(carrier, action, True, getattr(request, "user", None), source="dj_rest_auth.logout")

@@ -159,3 +159,13 @@ def test_two_factor_login_records_each_stage(trail: Trail) -> None:
     ]
     assert rows[-1][2]["auth"]["evidence"] == ["mfa_verify", "login"]
     trail.assert_no_secret(PASSWORD, code, cookie)
+
+
+def test_ajax_reset_request_answered_with_json(trail: Trail) -> None:
+    """allauth answers an AJAX form with JSON instead of a redirect: 200 when done, 400 with the form's errors."""
+    user = new_user()
+    ajax = {"X-Requested-With": "XMLHttpRequest"}
+    reset = "/site/accounts/password/reset/"
+    assert trail.client.post(reset, data={"email": user.email}, headers=ajax).status_code == 200
+    assert trail.client.post(reset, data={"email": "not an email"}, headers=ajax).status_code == 400
+    assert [a for a, _, _ in trail.rows()] == ["password_reset_requested", "password_reset_requested_failed"]
