@@ -506,6 +506,12 @@ class _Auditor:
         writer = options.pop("writer", None)
         holder = CoreMiddleware()
         self.core = holder._compile(_config(options))
+        strict = [r.key for r in self.core.routes.routes if r.spec is not None and r.spec.strict]
+        if strict:  # failing closed needs the whole response held: only the wrapper can do that
+            raise ConfigurationError(
+                f"settings.{SETTING}: strict routes ({', '.join(strict)}) need AuditWSGIMiddleware or "
+                "AuditMiddleware around the application"
+            )
         self.writer = _background(writer, self.core)
         self._unmapped = holder._unmapped
         logger.info(MSG_OWNED, SETTING, len(self.core.routes.routes))

@@ -148,3 +148,11 @@ def test_invalid_setting_fails_at_startup() -> None:
 
     with pytest.raises(ConfigurationError, match="no_such_option"):
         settings_only(no_such_option=1)
+
+
+def test_strict_routes_need_the_wrapper() -> None:
+    """A strict route promises no response without its committed row: refused rather than quietly not kept."""
+    from audit_middleware import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="strict routes"):
+        settings_only(routes={"POST /transfer": {"action": "transfer", "strict": True}})
