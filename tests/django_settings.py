@@ -2,7 +2,7 @@
 (the admin, django-allauth with MFA, dj-rest-auth with SimpleJWT), each under its own URL prefix.
 
 Django is configured once per process, so the test modules share these settings; ``django_urls.py`` mounts
-the example at ``/accounts/`` (as before), allauth at ``/site/accounts/``, dj-rest-auth at ``/api/auth/``
+the example at ``/accounts/`` (as before), allauth at ``/site/accounts/`` (headless at ``/_allauth/``), dj-rest-auth at ``/api/auth/``
 and the admin at ``/admin/``.
 """
 
@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",  # dj_rest_auth.registration imports its models
     "allauth.mfa",
+    "allauth.headless",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "dj_rest_auth",

@@ -16,6 +16,7 @@ def reset_link_page(request: HttpRequest, uidb64: str, token: str) -> HttpRespon
 urlpatterns = [
     *example,
     path("site/accounts/", include("allauth.urls")),
+    path("_allauth/", include("allauth.headless.urls")),
     path("api/auth/", include("dj_rest_auth.urls")),
     path("api/auth/registration/", include("dj_rest_auth.registration.urls")),
     path("reset/<str:uidb64>/<str:token>/", reset_link_page, name="password_reset_confirm"),

@@ -169,3 +169,25 @@ def test_ajax_reset_request_answered_with_json(trail: Trail) -> None:
     assert trail.client.post(reset, data={"email": user.email}, headers=ajax).status_code == 200
     assert trail.client.post(reset, data={"email": "not an email"}, headers=ajax).status_code == 400
     assert [a for a, _, _ in trail.rows()] == ["password_reset_requested", "password_reset_requested_failed"]
+
+
+def test_headless_two_factor_login_records_each_stage(trail: Trail) -> None:
+    """allauth's headless API answers a right password with 2FA pending by 401: a stage, not a failed login."""
+    from allauth.mfa.totp.internal.auth import generate_totp_secret
+
+    secret = generate_totp_secret()
+    user = new_user(totp_secret=secret)
+    auth = "/_allauth/app/v1/auth"
+    pending = trail.client.post(f"{auth}/login", json={"username": user.username, "password": PASSWORD})
+    assert pending.status_code == 401
+    session = {"X-Session-Token": pending.json()["meta"]["session_token"]}
+    assert trail.client.post(f"{auth}/2fa/authenticate", json={"code": "000000"}, headers=session).status_code == 400
+    code = totp_code(secret)
+    assert trail.client.post(f"{auth}/2fa/authenticate", json={"code": code}, headers=session).status_code == 200
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [
+        ("login_mfa_pending", str(user.pk), IP),
+        ("mfa_verify_failed", None, IP),
+        ("mfa_verify", str(user.pk), IP),
+    ]
+    trail.assert_no_secret(PASSWORD, code, session["X-Session-Token"])
