@@ -2,8 +2,8 @@
 (the admin, django-allauth with MFA, dj-rest-auth with SimpleJWT), each under its own URL prefix.
 
 Django is configured once per process, so the test modules share these settings; ``django_urls.py`` mounts
-the example at ``/accounts/`` (as before), allauth at ``/site/accounts/`` (headless at ``/_allauth/``), dj-rest-auth at ``/api/auth/``
-and the admin at ``/admin/``.
+the example at ``/accounts/`` (as before), allauth at ``/site/accounts/`` (headless at ``/_allauth/``),
+dj-rest-auth at ``/api/auth/`` and the admin at ``/admin/``.
 """
 
 from __future__ import annotations
