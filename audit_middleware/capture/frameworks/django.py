@@ -50,7 +50,9 @@ MSG_NOT_AUDITED = (
     "AuditWSGIMiddleware / AuditMiddleware"
 )
 MSG_OWNED = "DjangoAuditMiddleware audits this application itself (settings.%s), %s routes mapped"
+MSG_GLUE_FAILED = "the Django audit glue failed (%s); the request is unaffected"
 _PENDING_KEY = "audit_middleware.django.pending"  # the user whose password step passed in this request
+_OWNED_KEY = "audit_middleware.django.owned"  # the request a settings-only install audits (_Owned)
 
 # The known auth views, by (top-level package of the view, URL name): the action each performs and what
 # the absence of its signal means.
@@ -487,25 +489,20 @@ class DjangoAuditMiddleware:
         return await sync_to_async(lambda: user.pk)()  # Django 4.2: evaluate it in a thread
 
 
-MSG_GLUE_FAILED = "the Django audit glue failed (%s); the request is unaffected"
-_OWNED_KEY = "audit_middleware.django.owned"
-
-
 class _Auditor:
     """The audit machinery a settings-only install owns: the core compiled from ``settings.AUDIT_MIDDLEWARE``
     and a writer thread (started on the first audited request, after a pre-fork server forked)."""
 
     def __init__(self, options: Any) -> None:
         from ...errors import ConfigurationError
-        from ..core import CoreMiddleware
+        from ..core import AuditCore
         from ..wsgi import _background
 
         if not isinstance(options, Mapping):
             raise ConfigurationError(f"settings.{SETTING} must be a dict of AuditMiddleware options, got {options!r}")
         options = dict(options)
         writer = options.pop("writer", None)
-        holder = CoreMiddleware()
-        self.core = holder._compile(_config(options))
+        self.core = AuditCore(_config(options))
         strict = [r.key for r in self.core.routes.routes if r.spec is not None and r.spec.strict]
         if strict:  # failing closed needs the whole response held: only the wrapper can do that
             raise ConfigurationError(
@@ -513,7 +510,7 @@ class _Auditor:
                 "AuditMiddleware around the application"
             )
         self.writer = _background(writer, self.core)
-        self._unmapped = holder._unmapped
+        self._unmapped = self.core.config.audit_unmapped
         logger.info(MSG_OWNED, SETTING, len(self.core.routes.routes))
 
     def start(self, request: Any) -> MutableMapping[str, Any] | None:
@@ -536,7 +533,7 @@ class _Auditor:
 class _Owned:
     """One request a settings-only install audits (per-request state, never on the middleware)."""
 
-    __slots__ = ("auditor", "match", "method", "root_path", "started", "token", "user_before")
+    __slots__ = ("auditor", "match", "method", "root_path", "started", "token")
 
     def __init__(self, auditor: _Auditor, match: Any, method: str, root_path: str, token: Any) -> None:
         self.auditor, self.match, self.method, self.root_path, self.token = auditor, match, method, root_path, token
