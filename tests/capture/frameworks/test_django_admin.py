@@ -45,7 +45,8 @@ def test_admin_login_failures_and_success(trail: Trail) -> None:
     assert admin_login(trail, staff.username, "wrong").status_code == 200
     assert admin_login(trail, visitor.username, PASSWORD).status_code == 200  # right password, not staff
     assert admin_login(trail, staff.username, PASSWORD).status_code == 302
-    cookie = trail.client.cookies.get("sessionid") or ""
+    cookie = trail.client.cookies.get("sessionid")
+    assert cookie
     assert (
         trail.client.post(
             "/admin/logout/", data={"csrfmiddlewaretoken": form_token(trail.client.get("/admin/password_change/").text)}

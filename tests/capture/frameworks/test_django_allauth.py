@@ -57,7 +57,10 @@ def login(trail: Trail, user: Any, password: str = PASSWORD) -> Any:
 
 
 def session_cookie(trail: Trail) -> str:
-    return trail.client.cookies.get("sessionid") or ""
+    """The session the app issued (a secret the trail must never hold)."""
+    cookie = trail.client.cookies.get("sessionid")
+    assert cookie, "no session cookie was issued"
+    return cookie
 
 
 def test_signup_is_recorded_with_the_new_user(trail: Trail) -> None:
@@ -92,9 +95,11 @@ def test_logout_confirmation_page_is_no_logout(trail: Trail) -> None:
     user = new_user()
     login(trail, user)
     assert trail.client.get("/site/accounts/logout/").status_code == 200  # "are you sure?"
+    cookie = session_cookie(trail)
     assert trail.client.post("/site/accounts/logout/").status_code == 302
     rows = trail.rows()
-    assert [(a, u) for a, u, _ in rows] == [("login", str(user.pk)), ("logout", str(user.pk))]
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("login", str(user.pk), IP), ("logout", str(user.pk), IP)]
+    trail.assert_no_secret(PASSWORD, cookie)
 
 
 def test_password_change_with_a_wrong_old_password_failed(trail: Trail) -> None:

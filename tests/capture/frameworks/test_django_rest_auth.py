@@ -142,6 +142,7 @@ def test_reset_request_is_not_a_completed_reset(trail: Trail) -> None:
     user = new_user()
     mail.outbox = []
     assert trail.client.post("/api/auth/password/reset/", json={"email": user.email}).status_code == 200
+    assert trail.client.post("/api/auth/password/reset/", json={"email": "not an email"}).status_code == 400
     link = re.search(r"http://testserver/reset/([^/]+)/([^/]+)/", str(mail.outbox[0].body))
     assert link is not None
     uid, token = link.groups()
@@ -152,10 +153,12 @@ def test_reset_request_is_not_a_completed_reset(trail: Trail) -> None:
     rows = trail.rows()
     assert summary(rows) == [
         ("password_reset_requested", None, IP),
+        ("password_reset_requested_failed", None, IP),
         ("password_reset_failed", None, IP),
         ("password_reset", None, IP),
     ]
     assert [m["http"]["route"] for _, _, m in rows] == [
+        "/api/auth/password/reset/",
         "/api/auth/password/reset/",
         "/api/auth/password/reset/confirm/",
         "/api/auth/password/reset/confirm/",
