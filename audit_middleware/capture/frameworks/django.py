@@ -158,7 +158,9 @@ def _on_step(sender: Any, request: Any = None, user: Any = None, method: str = "
         return  # a second factor, or a signed-in user confirming their password (reauthentication)
     carrier = _django_carrier(request) if request is not None else None
     if carrier is not None:
-        carrier[_PENDING_KEY] = user  # a login follows, or a stage (2FA, e-mail verification) is pending
+        # a login follows, or a stage (2FA, e-mail verification) is pending; which one is asked here, in the
+        # view's thread: after the view, under ASGI, the glue runs on the event loop and must not query
+        carrier[_PENDING_KEY] = (_pending_action(user), user)
 
 
 def _on_email_confirmed(sender: Any, request: Any = None, email_address: Any = None, **kwargs: Any) -> None:
@@ -234,10 +236,10 @@ def _view_of(request: Any) -> str | None:
 def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) -> None:
     """After the view: turn what the known auth view did (or did not) announce into evidence."""
     pending = carrier.pop(_PENDING_KEY, None)
-    if pending is not None and not {e.action for e in evidence_of(carrier)} & _LOGIN_FAMILY:
+    if type(pending) is tuple and not {e.action for e in evidence_of(carrier)} & _LOGIN_FAMILY:
         # the password was right (allauth's form or headless API); a second factor or e-mail verification
         # stands between it and a session
-        _report(carrier, _pending_action(pending), True, pending, source="allauth.authentication_step_completed")
+        _report(carrier, pending[0], True, pending[1], source="allauth.authentication_step_completed")
         return
     known = _known_view(request)
     if known is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.asgi_helpers import client
 from tests.conftest import PgTarget
 from tests.django_helpers import PASSWORD, Trail, setup_django
 
@@ -196,3 +197,37 @@ def test_headless_two_factor_login_records_each_stage(trail: Trail) -> None:
         ("mfa_verify", str(user.pk), IP),
     ]
     trail.assert_no_secret(PASSWORD, code, session["X-Session-Token"])
+
+
+@pytest.mark.anyio
+async def test_two_factor_login_under_asgi() -> None:
+    """Under ``AuditMiddleware`` around ``get_asgi_application()`` the glue runs on the event loop: the pending
+    second factor is still told from e-mail verification (that is decided in the view's thread)."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(setup_django)()  # migrates: not on the event loop
+    from allauth.mfa.totp.internal.auth import generate_totp_secret
+    from django.core.asgi import get_asgi_application
+
+    from audit_middleware import AuditMiddleware, AuditWriter
+    from audit_middleware.testing import MemorySink
+
+    secret = generate_totp_secret()
+    user = await sync_to_async(new_user)(totp_secret=secret)
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    app = AuditMiddleware(get_asgi_application(), writer=writer)
+    try:
+        async with client(app, peer=IP) as c:
+            form = {"login": user.username, "password": PASSWORD}
+            assert (await c.post("/site/accounts/login/", data=form)).status_code == 302
+            code = await sync_to_async(totp_code)(secret)
+            assert (await c.post("/site/accounts/2fa/authenticate/", data={"code": code})).status_code == 302
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    assert [(e.action, e.metadata.get("user_ref"), e.metadata["ip"]) for e in sink.events] == [
+        ("login_mfa_pending", str(user.pk), IP),
+        ("mfa_verify", str(user.pk), IP),
+    ]
+    sink.assert_no_secret(PASSWORD, code)
