@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from ..context import AUDITED_KEY, CONTEXT_KEY, INSTALLED_KEY, ROUTE_KEY, USER_KEY, AuditContext, current_carrier
@@ -220,12 +220,29 @@ def _known_view(request: Any) -> tuple[str, str] | None:
     match = getattr(getattr(request, "_request", request), "resolver_match", None)
     if match is None:
         return None
-    func = match.func
+    key = (match.func, match.url_name)
+    try:
+        return _known[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable view callable
+        return _view_entry(*key)
+    known = _view_entry(*key)
+    if len(_known) < _MAX_KNOWN:
+        _known[key] = known
+    return known
+
+
+def _view_entry(func: Any, url_name: str | None) -> tuple[str, str] | None:
     module = getattr(getattr(func, "view_class", func), "__module__", "") or ""
     package = module.partition(".")[0]
     if package == "django" and not module.startswith(_DJANGO_AUTH_VIEWS):
         return None  # a generic view (a TemplateView) the project named "login" is not Django's login
-    return _VIEWS.get((package, match.url_name or ""))
+    return _VIEWS.get((package, url_name or ""))
+
+
+_known: dict[tuple[Any, str | None], tuple[str, str] | None] = {}  # per view: a project has a bounded number
+_MAX_KNOWN = 4096
 
 
 def _view_of(request: Any) -> str | None:
@@ -295,6 +312,19 @@ def django_route_template(match: Any) -> str | None:
     if not isinstance(chain, list | tuple):
         route = getattr(match, "route", None)
         return template_of(route) if isinstance(route, str) and regex_template(route) == route else None
+    key = tuple(chain)  # the pattern objects live as long as the URLconf: one conversion per route
+    try:
+        return _templates[key]
+    except (KeyError, TypeError):
+        pass
+    template, cacheable = _chain_template(chain)
+    if cacheable and len(_templates) < _MAX_KNOWN:
+        _templates[key] = template
+    return template
+
+
+def _chain_template(chain: Sequence[Any]) -> tuple[str | None, bool]:
+    """The template of a matched chain of patterns, and whether it holds for every request."""
     parts: list[str] = []
     for entry in chain:
         pattern = getattr(entry, "pattern", None)
@@ -304,16 +334,24 @@ def django_route_template(match: Any) -> str | None:
             continue
         regex = getattr(pattern, "_regex", None)
         if not isinstance(regex, str):
-            text = str(pattern) if pattern is not None else None  # LocalePrefixPattern: "en/"
+            text = str(pattern) if pattern is not None else None  # LocalePrefixPattern: "en/", per request
             if text is None or regex_template(text) != text:
-                return None
+                return None, False
             parts.append(text)
-            continue
+            return _chain_rest(parts, chain[len(parts) :]), False
         converted = regex_template(regex)
         if converted is None:
-            return None
+            return None, True
         parts.append(converted)
-    return template_of("".join(parts))
+    return template_of("".join(parts)), True
+
+
+def _chain_rest(parts: list[str], rest: Sequence[Any]) -> str | None:
+    template, _ = _chain_template(rest)
+    return None if template is None else template_of("".join(parts) + template.lstrip("/"))
+
+
+_templates: dict[tuple[Any, ...], str | None] = {}
 
 
 _META = frozenset("\\.^$*+?{}[]|()")
@@ -460,13 +498,15 @@ class DjangoAuditMiddleware:
     def _after(self, carrier: MutableMapping[str, Any], request: Any, response: Any, audited: bool) -> None:
         """After the view: the route, the known view's outcome, and (settings-only) the event. Never raises."""
         try:
-            _conclude(carrier, request, response)
+            # an unaudited request matters only if a view announced something or may fail silently (a POST)
+            if audited or request.method == "POST" or EVIDENCE_KEY in carrier or _PENDING_KEY in carrier:
+                _conclude(carrier, request, response)
             if audited or EVIDENCE_KEY in carrier:  # an unmapped request with evidence is recorded too
                 _remember_route(carrier, request)
         except Exception as exc:  # the glue must never break the request
             logger.warning(MSG_GLUE_FAILED, type(exc).__name__)
         owned = carrier.pop(_OWNED_KEY, None)
-        if isinstance(owned, _Owned):
+        if owned is not None:
             owned.finish(carrier, request, response, audited or EVIDENCE_KEY in carrier)
 
     async def _safe_user(self, request: Any) -> Any:

@@ -73,3 +73,21 @@ def test_route_of_a_resolved_request(path: str, template: str | None) -> None:
         ],
     )
     assert django_route_template(resolver.resolve(path)) == template
+
+
+def test_a_language_prefix_is_read_per_request() -> None:
+    """``i18n_patterns``: the prefix is the active language's, so that part of the template is never cached."""
+    setup_django()
+    from django.urls import URLResolver
+    from django.urls import path as route
+    from django.urls.resolvers import LocalePrefixPattern, RegexPattern
+    from django.utils import translation
+
+    resolver = URLResolver(
+        RegexPattern(r"^/"), [URLResolver(LocalePrefixPattern(), [route("accounts/<str:name>/", view)])]
+    )
+    templates = []
+    for language in ("en", "de", "en"):
+        with translation.override(language):
+            templates.append(django_route_template(resolver.resolve(f"/{language}/accounts/ann/")))
+    assert templates == ["/en/accounts/{name}/", "/de/accounts/{name}/", "/en/accounts/{name}/"]
