@@ -58,8 +58,9 @@ class AuditMiddleware(CoreMiddleware):
             shutdown but does not close it).
         routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
-        preset, audit_unmapped, ...: the other :class:`~audit_middleware.core.MiddlewareConfig` fields
-            (documented there and in the README).
+
+    The other keywords (``preset``, ``audit_unmapped``, ...) are the fields of
+    :class:`~audit_middleware.capture.config.MiddlewareConfig`, documented there and on the ASGI middleware page.
 
     Raises:
         ConfigurationError: an option is invalid; the message names it (an unknown keyword is a
