@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..context import AUDITED_KEY, CONTEXT_KEY, INSTALLED_KEY, ROUTE_KEY, USER_KEY, AuditContext, current_carrier
 from ..evidence import EVIDENCE_KEY, evidence_of, report_auth, watch, watching_of
@@ -90,14 +90,17 @@ def _django_carrier(request: Any) -> MutableMapping[str, Any] | None:
 
     None when no middleware runs for this request (a management command calling ``login()``).
     """
-    request = getattr(request, "_request", request)  # a DRF Request wraps the HttpRequest
-    meta = getattr(request, "META", None)
-    if isinstance(meta, MutableMapping) and (INSTALLED_KEY in meta or AUDITED_KEY in meta):
+    meta = getattr(request, "META", None)  # (a DRF Request hands out its HttpRequest's)
+    if _mapping(meta) and (INSTALLED_KEY in meta or AUDITED_KEY in meta):
         return meta
     scope = getattr(request, "scope", None)  # ASGIRequest: the very scope AuditMiddleware passed in
-    if isinstance(scope, MutableMapping) and (INSTALLED_KEY in scope or AUDITED_KEY in scope):
+    if _mapping(scope) and (INSTALLED_KEY in scope or AUDITED_KEY in scope):
         return scope
     return None
+
+
+def _mapping(value: Any) -> TypeGuard[MutableMapping[str, Any]]:
+    return type(value) is dict or isinstance(value, MutableMapping)  # (the ABC check only for the rare non-dict)
 
 
 def _report(
