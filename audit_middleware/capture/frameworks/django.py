@@ -468,9 +468,10 @@ class DjangoAuditMiddleware:
         if audited:
             remember_user(carrier, getattr(request, "user", None))
         response = self.get_response(request)
-        if audited or EVIDENCE_KEY in carrier:
+        self._settle(carrier, request, response, audited)
+        if audited or EVIDENCE_KEY in carrier:  # (the view's evidence makes an unmapped request recorded)
             remember_user(carrier, getattr(request, "user", None))
-        self._after(carrier, request, response, audited)
+        self._finish(carrier, request, response, audited)
         return response
 
     async def _acall(self, request: Any) -> Any:
@@ -481,9 +482,10 @@ class DjangoAuditMiddleware:
         if audited:
             remember_user(carrier, await self._safe_user(request))
         response = await self.get_response(request)
+        self._settle(carrier, request, response, audited)
         if audited or EVIDENCE_KEY in carrier:
             remember_user(carrier, await self._safe_user(request))
-        self._after(carrier, request, response, audited)
+        self._finish(carrier, request, response, audited)
         return response
 
     def _carrier(self, request: Any) -> MutableMapping[str, Any] | None:
@@ -498,8 +500,8 @@ class DjangoAuditMiddleware:
             return None
         return self.auditor.start(request)
 
-    def _after(self, carrier: MutableMapping[str, Any], request: Any, response: Any, audited: bool) -> None:
-        """After the view: the route, the known view's outcome, and (settings-only) the event. Never raises."""
+    def _settle(self, carrier: MutableMapping[str, Any], request: Any, response: Any, audited: bool) -> None:
+        """After the view: the known view's outcome and the route. Never raises."""
         try:
             # an unaudited request matters only if a view announced something or may fail silently (a POST)
             if audited or request.method == "POST" or EVIDENCE_KEY in carrier or _PENDING_KEY in carrier:
@@ -508,6 +510,9 @@ class DjangoAuditMiddleware:
                 _remember_route(carrier, request)
         except Exception as exc:  # the glue must never break the request
             logger.warning(MSG_GLUE_FAILED, type(exc).__name__)
+
+    def _finish(self, carrier: MutableMapping[str, Any], request: Any, response: Any, audited: bool) -> None:
+        """Settings-only: record the event (an unmapped request only when a view announced something)."""
         owned = carrier.pop(_OWNED_KEY, None)
         if owned is not None:
             owned.finish(carrier, request, response, audited or EVIDENCE_KEY in carrier)

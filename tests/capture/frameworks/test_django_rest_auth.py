@@ -143,7 +143,7 @@ def test_reset_request_is_not_a_completed_reset(trail: Trail) -> None:
     mail.outbox = []
     assert trail.client.post("/api/auth/password/reset/", json={"email": user.email}).status_code == 200
     assert trail.client.post("/api/auth/password/reset/", json={"email": "not an email"}).status_code == 400
-    link = re.search(r"http://testserver/reset/([^/]+)/([^/]+)/", str(mail.outbox[0].body))
+    link = re.search(r"http://testserver/django/reset/([^/]+)/([^/]+)/", str(mail.outbox[0].body))
     assert link is not None
     uid, token = link.groups()
     confirm = {"uid": uid, "token": token[::-1], "new_password1": NEW, "new_password2": NEW}
