@@ -181,6 +181,7 @@ def _on_mfa_failed(sender: Any, request: Any = None, reauthentication: bool = Fa
 
 
 _connected: list[bool] = []
+_mfa: list[bool] = []  # allauth.mfa is installed: a pending login may be waiting for a second factor
 
 
 def _connect_signals() -> None:
@@ -213,6 +214,7 @@ def _connect_signals() -> None:
 
         mfa.authenticator_used.connect(_on_mfa_used, dispatch_uid="audit_middleware.allauth.mfa_used")
         mfa.authentication_failed.connect(_on_mfa_failed, dispatch_uid="audit_middleware.allauth.mfa_failed")
+        _mfa.append(True)
     _connected.append(True)
 
 
@@ -282,13 +284,13 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
 
 
 def _pending_action(user: Any) -> str:
-    try:
-        from allauth.mfa.utils import is_mfa_enabled
-    except ImportError:
+    if not _mfa:  # never query a table that is not there: under ATOMIC_REQUESTS it would break the view's transaction
         return "login_pending"
+    from allauth.mfa.utils import is_mfa_enabled
+
     try:
         return "login_mfa_pending" if is_mfa_enabled(user) else "login_pending"
-    except Exception:  # the authenticator table missing (allauth.mfa not installed)
+    except Exception:  # the database failing here fails the view too; the row must not
         return "login_pending"
 
 
