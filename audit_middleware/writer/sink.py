@@ -273,6 +273,17 @@ class PostgresSink:
         return rejected
 
     async def _single(self, row: Row, *, retry: bool, error: Exception) -> list[Rejected]:
+        if _table_class(error):
+            # Seen before another part landed, it may be stale: the table may have been created (or a
+            # privilege granted) meanwhile. Only a refusal after that proof is about this row.
+            try:
+                await self._send([row], retry=retry)
+            except Exception as exc:
+                if not _maybe_about_rows(exc):
+                    raise
+                error = exc
+            else:
+                return []
         if isinstance(error, asyncpg.ForeignKeyViolationError) and row[1] is not None:
             fixed = with_user_ref(row, "unknown_user")
             try:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from audit_middleware import AuditWriter
+from audit_middleware import AuditWriter, init_db
+from audit_middleware._types import Row
+from audit_middleware.writer.records import AuditEvent, to_row
+from audit_middleware.writer.sink import PostgresSink
 from tests.conftest import PgTarget
 from tests.faults import FaultProxy
 from tests.writer.delivery.conftest import eventually
@@ -121,3 +126,32 @@ def test_a_refusal_that_is_not_an_integrity_violation_never_names_a_constraint_i
     assert loggable_reason('CheckViolationError (23514): violates check constraint "no_evil"') == (
         "CheckViolationError (23514), constraint no_evil"
     )
+
+
+async def test_a_table_created_while_a_batch_is_split_never_dead_letters_a_row(empty_schema: PgTarget) -> None:
+    # The table appears between the failure of a batch's first half and the attempt of its second half:
+    # the first half's "undefined table" is stale, not about its row, and must not send it to the dead letters.
+    class TableAppearsMidSplit(PostgresSink):
+        failures = 0
+
+        async def _send(self, rows: Sequence[Row], *, retry: bool) -> None:
+            try:
+                await super()._send(rows, retry=retry)
+            except asyncpg.UndefinedTableError:
+                self.failures += 1
+                if self.failures == 2:  # the whole batch failed, then its first half: create the table now
+                    conn = await empty_schema.connect()
+                    try:
+                        await init_db(conn, schema=empty_schema.schema, users_table=None)
+                    finally:
+                        await conn.close()
+                raise
+
+    rows = [to_row(AuditEvent(action)) for action in ("first", "second")]
+    sink = TableAppearsMidSplit(empty_schema.dsn, schema=empty_schema.schema)
+    try:
+        rejected = await sink.write(rows, retry=False)
+    finally:
+        await sink.aclose()
+    assert rejected == []
+    assert sorted(r["action"] for r in await empty_schema.rows()) == ["first", "second"]
