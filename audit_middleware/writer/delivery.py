@@ -75,11 +75,12 @@ def default_spool_dir() -> str:
     other users and tmp cleaners can remove what an outage spooled. Without a home directory (a
     service user with none): ``<tempdir>/audit_middleware-spool-<uid>``, checked like any spool.
     """
-    if sys.platform == "darwin":
-        base = Path("~/Library/Application Support").expanduser()
-    else:
-        state = os.environ.get("XDG_STATE_HOME", "")
-        base = Path(state) if os.path.isabs(state) else Path("~/.local/state").expanduser()
+    state = os.environ.get("XDG_STATE_HOME", "")
+    home = "~/Library/Application Support" if sys.platform == "darwin" else "~/.local/state"
+    try:
+        base = Path(state) if os.path.isabs(state) and sys.platform != "darwin" else Path(home).expanduser()
+    except RuntimeError:  # no home directory to expand "~" to
+        base = Path(home)
     if not base.is_absolute():  # "~" did not expand: no home directory
         return os.path.join(tempfile.gettempdir(), f"audit_middleware-spool-{os.geteuid()}")
     return str(base / "audit_middleware" / "spool")

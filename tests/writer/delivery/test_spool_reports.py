@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,16 @@ async def _spooled(writer: AuditWriter, n: int) -> bool:
 
 async def _replayed(writer: AuditWriter, n: int) -> bool:
     return writer.stats().replayed >= n
+
+
+def test_a_user_without_a_home_directory_gets_a_spool_of_their_own_in_the_temp_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr("pwd.getpwuid", _no_such_user)
+    assert default_spool_dir() == os.path.join(tempfile.gettempdir(), f"audit_middleware-spool-{os.geteuid()}")
+
+
+def _no_such_user(uid: int) -> object:
+    raise KeyError(uid)
