@@ -19,6 +19,7 @@ whose success signal never came failed (a wrong old password, a bad reset token,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from ..context import AUDITED_KEY, INSTALLED_KEY, ROUTE_KEY
 from ..evidence import EVIDENCE_KEY, LOGIN_TYPE, evidence_of, report_auth, watch
 from ..identity import user_id_of
+from ..preset import PRESET_TABLE
 from ._common import remember_user, template_of
 
 __all__ = ["install_flask"]
@@ -45,8 +47,8 @@ _SECURITY_VIEWS = {
     "change_password": "password_change",
     "two_factor_token_validation": "mfa_verify",
 }
-# Every action a router-refused request (404, 405) must not be recorded as: no view ran.
-_AUTH_ACTIONS = frozenset({*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
+# Every auth action a router-refused request (404, 405) must not be recorded as: no view ran.
+_AUTH_ACTIONS = frozenset({action for _, action, _, _ in PRESET_TABLE} | {*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
 
 
 def _flask_current_user() -> Any:
@@ -114,12 +116,13 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
     Connects Flask-Login's ``user_logged_in`` / ``user_logged_out`` and, when Flask-Security-Too is
     installed, its ``user_authenticated``, ``user_failed_authn``, ``user_registered``,
     ``reset_password_instructions_sent``, ``password_reset``, ``password_changed``, ``tf_code_confirmed``,
-    ``tf_profile_changed`` and ``tf_disabled`` signals (for this app only). Calling it twice on one app does nothing more.
+    ``tf_profile_changed`` and ``tf_disabled`` signals (for this app only). Calling it twice on one app
+    does nothing more.
 
     Args:
         app: the ``flask.Flask`` app (its ``wsgi_app`` wrapped by ``AuditWSGIMiddleware``).
         user: returns the current user (object or id); default ``flask_login.current_user`` if
-            Flask-Login is installed, else ``flask.g.user``.
+            the app uses Flask-Login (has a ``login_manager``), else ``flask.g.user``.
 
     Call it after registering your own ``before_request`` hooks that load the user: Flask runs them
     in registration order, and the user is read once before the view (for logouts) and once after.
@@ -146,8 +149,13 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
 
     def before() -> None:
         environ = request.environ
-        if not environ.get(AUDITED_KEY):
-            return
+        if environ.get(AUDITED_KEY):
+            try:
+                look_before(environ)
+            except Exception:  # never break the request (a broken login_manager, url_map)
+                return
+
+    def look_before(environ: MutableMapping[str, Any]) -> None:
         rule = request.url_rule
         if rule is None:  # the router matched no view (404, 405): whatever the path says, no auth event
             watch(environ, _AUTH_ACTIONS)
@@ -174,17 +182,20 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
 
     def after(response: Any) -> Any:
         environ = request.environ
-        if not environ.get(AUDITED_KEY):
-            return response
+        if environ.get(AUDITED_KEY):
+            with contextlib.suppress(Exception):  # never break the request (a broken session or response)
+                look_after(environ, response)
+        return response
+
+    def look_after(environ: MutableMapping[str, Any], response: Any) -> None:
         remember_user(environ, get_user())
         if request.method != "POST":
-            return response
+            return
         expected = environ.get(_EXPECT_KEY)
         if expected is not None:
             _conclude_security_view(environ, expected)
         elif EVIDENCE_KEY not in environ and _redirects_to_itself(app, request, response):
             watch(environ, LOGIN_TYPE)  # the form again: a login or sign-up POST here failed
-        return response
 
     def _conclude_security_view(environ: MutableMapping[str, Any], expected: str) -> None:
         """A Flask-Security POST whose success signal never came failed, unless the view never ran."""

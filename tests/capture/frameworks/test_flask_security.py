@@ -221,3 +221,17 @@ def test_setting_up_two_factor_records_the_change_and_a_wrong_code(site: Audited
     me = user_ref(site)
     rows = site.rows()
     assert_rows(rows, [("login", me), ("mfa_changed_failed", me), ("mfa_changed", me)], code, secret)
+
+
+def test_disabling_two_factor_on_an_unmapped_route_is_recorded(site: AuditedFlask) -> None:
+    login(site)
+    security = site.app.extensions["security"]
+    with site.app.app_context():
+        user = security.datastore.find_user(email=EMAIL)
+        security.datastore.tf_set(user, "authenticator", totp_secret=security.totp_factory.generate_totp_secret())
+        security.datastore.commit()
+    assert site.post("/tf-setup", {"setup": "disable"}).status_code == 302
+    me = user_ref(site)
+    rows = site.rows()
+    assert_rows(rows, [("login", me), ("mfa_disabled", me)], site.cookie("session"))
+    assert rows[1].metadata["auth"]["source"] == "flask_security.tf_disabled"
