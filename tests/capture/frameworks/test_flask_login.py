@@ -143,3 +143,9 @@ def test_logout_names_the_user_and_an_anonymous_logout_is_no_row(site: AuditedFl
     assert site.get("/logout").status_code == 302
     assert site.get("/logout").headers["Location"].startswith("/login")  # login_required: nothing happened
     assert_rows(site.rows()[1:], [("login", "1"), ("logout", "1")], session_cookie)
+
+
+def test_a_login_path_no_view_takes_is_no_auth_event(site: AuditedFlask) -> None:
+    assert site.post("/login/", {"email": EMAIL, "password": WRONG}).status_code == 404  # the rule is /login
+    assert site.post("/logout").status_code == 405  # the tutorial logs out on GET
+    assert site.rows() == []
