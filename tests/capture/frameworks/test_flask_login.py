@@ -18,6 +18,7 @@ from flask_login import login_required as _login_required
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from audit_middleware import install_flask
 from tests.conftest import PgTarget
 from tests.flask_helpers import AuditedFlask, assert_rows
 
@@ -149,3 +150,10 @@ def test_a_login_path_no_view_takes_is_no_auth_event(site: AuditedFlask) -> None
     assert site.post("/login/", {"email": EMAIL, "password": WRONG}).status_code == 404  # the rule is /login
     assert site.post("/logout").status_code == 405  # the tutorial logs out on GET
     assert site.rows() == []
+
+
+def test_installing_the_glue_twice_reports_each_event_once(site: AuditedFlask) -> None:
+    install_flask(site.app)
+    signup(site)
+    site.post("/login", {"email": EMAIL, "password": PASSWORD})
+    assert site.rows()[1].metadata["auth"]["evidence"] == ["login"]
