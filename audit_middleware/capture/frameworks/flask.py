@@ -194,7 +194,11 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
         expected = environ.get(_EXPECT_KEY)
         if expected is not None:
             _conclude_security_view(environ, expected)
-        elif EVIDENCE_KEY not in environ and _redirects_to_itself(app, request, response):
+        elif (
+            EVIDENCE_KEY not in environ
+            and getattr(app, "login_manager", None) is not None  # a sign-in here would have announced itself
+            and _redirects_to_itself(app, request, response)
+        ):
             watch(environ, LOGIN_TYPE)  # the form again: a login or sign-up POST here failed
 
     def _conclude_security_view(environ: MutableMapping[str, Any], expected: str) -> None:
