@@ -113,8 +113,8 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
     """Register Flask hooks and signal receivers that hand the user, the matched URL rule and the auth
     events to the WSGI middleware.
 
-    Connects Flask-Login's ``user_logged_in`` / ``user_logged_out`` and, when Flask-Security-Too is
-    installed, its ``user_authenticated``, ``user_failed_authn``, ``user_registered``,
+    Connects Flask-Login's ``user_logged_in``, ``user_logged_out`` and ``user_login_confirmed`` and,
+    when Flask-Security-Too is installed, its ``user_authenticated``, ``user_failed_authn``, ``user_registered``,
     ``reset_password_instructions_sent``, ``password_reset``, ``password_changed``, ``tf_code_confirmed``,
     ``tf_profile_changed`` and ``tf_disabled`` signals (for this app only). Calling it twice on one app
     does nothing more.
@@ -252,8 +252,17 @@ def _connect_flask_login(app: Any) -> None:
         if environ is not None:
             report_auth(environ, "logout", succeeded=True, user=user_id_of(user), source="flask_login.user_logged_out")
 
+    def confirmed(sender: Any, **extra: Any) -> None:  # confirm_login(): the user proved it again (fresh)
+        environ = _carrier()
+        if environ is not None:
+            from flask_login import current_user
+
+            source = "flask_login.user_login_confirmed"
+            report_auth(environ, "reauthenticate", succeeded=True, user=user_id_of(current_user), source=source)
+
     signals.user_logged_in.connect(logged_in, sender=app, weak=False)
     signals.user_logged_out.connect(logged_out, sender=app, weak=False)
+    signals.user_login_confirmed.connect(confirmed, sender=app, weak=False)
 
 
 def _connect_flask_security(app: Any) -> None:

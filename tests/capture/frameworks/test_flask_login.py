@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Blueprint, Flask, flash, redirect, request, url_for
-from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_login import LoginManager, UserMixin, confirm_login, current_user, login_user, logout_user
 from flask_login import login_required as _login_required
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -90,6 +90,15 @@ def tutorial_app() -> Flask:
         db.session.commit()
         return redirect(url_for("auth.login"))
 
+    @auth.route("/reauthenticate", methods=["POST"])  # Flask-Login's "fresh login" pattern
+    @login_required
+    def reauthenticate() -> Any:
+        if not check_password_hash(current_user.password, request.form.get("password", "")):
+            flash("Wrong password.")
+            return redirect(url_for("auth.reauthenticate"))
+        confirm_login()
+        return redirect(url_for("main.profile"))
+
     @auth.route("/logout")
     @login_required
     def logout() -> Any:
@@ -157,3 +166,11 @@ def test_installing_the_glue_twice_reports_each_event_once(site: AuditedFlask) -
     signup(site)
     site.post("/login", {"email": EMAIL, "password": PASSWORD})
     assert site.rows()[1].metadata["auth"]["evidence"] == ["login"]
+
+
+def test_a_fresh_login_confirmation_is_reauthenticate(site: AuditedFlask) -> None:
+    signup(site)
+    site.post("/login", {"email": EMAIL, "password": PASSWORD})
+    site.post("/reauthenticate", {"password": WRONG})
+    site.post("/reauthenticate", {"password": PASSWORD})
+    assert_rows(site.rows()[1:], [("login", "1"), ("reauthenticate", "1")], PASSWORD, WRONG)
