@@ -235,3 +235,25 @@ def test_disabling_two_factor_on_an_unmapped_route_is_recorded(site: AuditedFlas
     rows = site.rows()
     assert_rows(rows, [("login", me), ("mfa_disabled", me)], site.cookie("session"))
     assert rows[1].metadata["auth"]["source"] == "flask_security.tf_disabled"
+
+
+def test_two_factor_over_the_json_api_answers_200_at_each_stage(site: AuditedFlask) -> None:
+    security = site.app.extensions["security"]
+    with site.app.app_context():
+        user = security.datastore.find_user(email=EMAIL)
+        secret = security.totp_factory.generate_totp_secret()
+        security.datastore.tf_set(user, "authenticator", totp_secret=secret)
+        security.datastore.commit()
+    pending = site.open("POST", "/login", json={"email": EMAIL, "password": PASSWORD})
+    assert (pending.status_code, pending.get_json()["response"]["tf_required"]) == (200, True)
+    code = security.totp_factory.generate_totp_password(secret)
+    assert site.open("POST", "/tf-validate", json={"code": wrong(code)}).status_code == 400
+    assert site.open("POST", "/tf-validate", json={"code": code}).status_code == 200
+    me = user_ref(site)
+    assert_rows(
+        site.rows(),
+        [("login_mfa_pending", me), ("mfa_verify_failed", None), ("mfa_verify", me)],
+        PASSWORD,
+        code,
+        site.cookie("session"),
+    )
