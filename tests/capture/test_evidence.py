@@ -165,7 +165,7 @@ async def test_watching_other_actions_leaves_the_response_to_decide(writer: Audi
     assert event.action == "login_failed"
 
 
-@pytest.mark.parametrize("status", [404, 405])
+@pytest.mark.parametrize("status", [404, 405, 308])
 async def test_a_watched_action_the_router_refused_records_nothing(
     writer: AuditWriter, sink: MemorySink, status: int
 ) -> None:

@@ -197,3 +197,26 @@ def test_a_redirect_to_itself_is_no_failure_without_flask_login() -> None:
     finally:
         middleware.close(5)
     assert [event.action for event in sink.events] == ["login"]
+
+
+def test_a_post_werkzeug_redirects_to_the_canonical_url_is_recorded_once() -> None:
+    """POST /register (the rule is /register/): Werkzeug answers 308 before any view; the client posts again."""
+    app = Flask(__name__)
+
+    @app.post("/register/")
+    def register() -> tuple[dict[str, str], int]:
+        return {"id": UID}, 201
+
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(app.wsgi_app, writer=AuditWriter(sink=sink))
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    install_flask(app)
+    try:
+        response = app.test_client().post(
+            "/register", json={"email": "ann@example.com"}, follow_redirects=True, buffered=True
+        )
+        middleware.flush(5)
+    finally:
+        middleware.close(5)
+    assert response.status_code == 201
+    assert [(event.action, event.metadata["http"]["status"]) for event in sink.events] == [("signup", 201)]
