@@ -38,7 +38,7 @@ class RecordingMail(MailUtil):
         current_app.extensions["sent_mail"].append(kw)
 
 
-def security_app() -> tuple[Flask, Security, Any]:
+def security_app(**config: Any) -> tuple[Flask, Security, Any]:
     """A Flask-Security app as its quickstart builds one (SQLAlchemy models, integer user ids), with
     registration, recovery, password change and two-factor (authenticator) on."""
     app = Flask(__name__)
@@ -58,6 +58,7 @@ def security_app() -> tuple[Flask, Security, Any]:
         SECURITY_TOTP_ISSUER="tests",
         SECURITY_EMAIL_VALIDATOR_ARGS={"check_deliverability": False},
     )
+    app.config.update(config)
     app.extensions["sent_mail"] = []
     db = SQLAlchemy(app)
     FsModels.set_db_info(db)  # type: ignore[no-untyped-call]
@@ -257,3 +258,17 @@ def test_two_factor_over_the_json_api_answers_200_at_each_stage(site: AuditedFla
         code,
         site.cookie("session"),
     )
+
+
+def test_a_duplicate_signup_answered_like_a_success_is_signup_failed(pg: PgTarget) -> None:
+    """RETURN_GENERIC_RESPONSES (against account enumeration): a taken address gets the success's redirect."""
+    app, _, _ = security_app(SECURITY_RETURN_GENERIC_RESPONSES=True)
+    site = AuditedFlask(app, pg)
+    try:
+        form = {"email": EMAIL, "password": PASSWORD, "password_confirm": PASSWORD}
+        assert site.post("/register", form).status_code == 302
+        rows = site.rows()
+    finally:
+        site.close()
+    assert_rows(rows, [("signup_failed", None)], PASSWORD)
+    assert rows[0].metadata["auth"]["source"] == "flask_security.user_not_registered"
