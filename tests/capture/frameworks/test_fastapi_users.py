@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -258,3 +258,49 @@ async def test_the_users_routes_win_under_include_router_prefixes(tmp_path: Path
         "/auth/jwt/login",
         "/auth/cookie/login",
     ]
+
+
+# -- the glue itself ------------------------------------------------------------------------------------
+
+
+async def test_a_hook_that_calls_super_reports_its_event_once() -> None:
+    from fastapi_users import BaseUserManager, UUIDIDMixin
+    from starlette.requests import Request
+
+    from audit_middleware.capture.evidence import EVIDENCE_KEY
+    from audit_middleware.capture.frameworks.fastapi import AuditedUserManager
+
+    class Manager(AuditedUserManager, UUIDIDMixin, BaseUserManager[Any, uuid.UUID]):
+        async def on_after_login(self, user: Any, request: Request | None = None, response: Any = None) -> None:
+            await super().on_after_login(user, request, response)
+
+    class Stricter(Manager):
+        async def on_after_login(self, user: Any, request: Request | None = None, response: Any = None) -> None:
+            await super().on_after_login(user, request, response)
+
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/auth/jwt/login", "headers": []}
+    await Stricter(user_db=cast(Any, None)).on_after_login("user-1", Request(scope))
+    assert [(e.action, e.user, e.source) for e in scope[EVIDENCE_KEY]] == [
+        ("login", "user-1", "fastapi_users.on_after_login")
+    ]
+
+
+async def test_a_failing_user_id_reader_leaves_the_request_alone(tmp_path: Path, pg: PgTarget) -> None:
+    from fastapi import Depends, FastAPI
+
+    from audit_middleware.capture.frameworks.fastapi import audit_user
+
+    def broken(user: Any) -> Any:
+        raise KeyError("session-id-abc")
+
+    app = FastAPI(dependencies=[Depends(audit_user(lambda: {"name": "ann"}, user_id=broken))])
+
+    @app.post("/auth/logout")
+    async def logout() -> dict[str, bool]:
+        return {"ok": True}
+
+    async with audited_client(app, pg) as c:
+        response = await c.post("/auth/logout")
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    [row] = await rows(pg)
+    assert (row.action, row.user_id, row.metadata.get("user_ref")) == ("logout", None, None)
