@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import add_commands
 
     add_commands(commands, _add_dsn)
+    from .spool import add_commands as add_spool_commands
+
+    add_spool_commands(commands)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
