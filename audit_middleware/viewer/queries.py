@@ -242,24 +242,31 @@ async def chart_buckets(
     since, until = chart_range(f, now)
     width = bucket_width(since, until)
     bounded = _replace(f, since=since, until=until)
-    args: list[Any] = []
-    conditions = bounded.where(args)
-    args.extend((since, width))
-    n = len(args)
-    # Buckets counted from the range's start (not date_trunc): any width, aligned to what was asked.
-    sql = (
-        f"SELECT floor(extract(epoch FROM created_at - ${n - 1}) / ${n})::int AS b, "
-        f"count(*) FILTER (WHERE {FAILED_SQL}) AS failed, count(*) AS total "
-        f"FROM {_target(schema, table)} WHERE {' AND '.join(conditions)} GROUP BY 1"
-    )
-    counts = {r["b"]: (r["failed"], r["total"]) for r in await pool.fetch(sql, *args)}
+    target = _target(schema, table)
+
+    async def count(view: ViewFilter) -> dict[dt.datetime, int]:
+        args: list[Any] = []
+        conditions = view.where(args)
+        args.extend((dt.timedelta(seconds=width), since))
+        # date_bin (PostgreSQL 14+): buckets counted from the range's start, any width; plain timestamp
+        # arithmetic, several times faster than grouping on extract(epoch ...) (numeric).
+        sql = (
+            f"SELECT date_bin(${len(args) - 1}, created_at, ${len(args)}) AS b, count(*) AS n "
+            f"FROM {target} WHERE {' AND '.join(conditions)} GROUP BY 1"
+        )
+        return {r["b"]: r["n"] for r in await pool.fetch(sql, *args)}
+
+    # Two counts rather than one with FILTER: each is an index-only scan (totals on (created_at, id),
+    # failures on the partial index of failed rows) when no other filter needs the row itself.
+    totals = await count(bounded)
+    failures = totals if f.failed else await count(_replace(bounded, failed=True))
     buckets = []
     step = dt.timedelta(seconds=width)
-    start, i = since, 0
+    start = since
     while start < until:
-        failed, total = counts.get(i, (0, 0))
+        total, failed = totals.get(start, 0), failures.get(start, 0)
         buckets.append(Bucket(start, min(start + step, until), failed, total - failed))
-        start, i = start + step, i + 1
+        start += step
     return buckets, width
 
 

@@ -54,7 +54,11 @@ async def test_table_matches_the_specification(empty_schema: PgTarget) -> None:
     # Added for reading at scale (002_created_at_index.sql; see test_query.py).
     assert found["idx_user_audit_logs_created_at_id"].endswith("USING btree (created_at, id)")
     assert found["idx_user_audit_logs_user_id_created_at"].endswith("USING btree (user_id, created_at, id)")
-    assert len(found) == 5
+    # The viewer's failed outcomes by time (003_failed_index.sql): a partial index of the failed rows only.
+    assert found["idx_user_audit_logs_failed_created_at"].endswith(
+        "USING btree (created_at, id) WHERE ((action)::text ~~ '%\\_failed'::text)"
+    )
+    assert len(found) == 6
 
 
 async def test_primary_key_is_id(empty_schema: PgTarget) -> None:
@@ -137,6 +141,7 @@ async def test_other_table_name_gets_its_own_index_names(empty_schema: PgTarget)
         "idx_audit_events_action",
         "idx_audit_events_created_at_id",
         "idx_audit_events_user_id_created_at",
+        "idx_audit_events_failed_created_at",
     }
 
 
