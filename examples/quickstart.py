@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import sys
 import uuid
@@ -71,6 +72,9 @@ async def main() -> None:
         print(f"  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['action']:<16} {row['user_id']}  {metadata}")
     psql = shutil.which("psql") or "psql"
     print(f"\nlook yourself:  {psql} '{dsn}' -c 'SELECT * FROM user_audit_logs ORDER BY created_at DESC LIMIT 10'")
+    token = secrets.token_urlsafe(24)  # a fresh one each run: the viewer refuses to start without one
+    print(f"or browse it:   AUDIT_VIEWER_TOKEN={token} .venv/bin/audit-middleware serve --dsn '{dsn}'")
+    print(f"                then open http://127.0.0.1:8765/ and sign in with the token {token}")
     if "AUDIT_DSN" not in os.environ and sys.stdin.isatty():
         input("the embedded server stops when this script ends; press Enter to stop it... ")
 

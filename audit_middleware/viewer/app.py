@@ -51,6 +51,7 @@ from . import charts, integrity
 from .auth import COOKIE_NAME, TokenAuth
 from .queries import (
     FAILED_SUFFIX,
+    FIELDS,
     ViewFilter,
     chart_buckets,
     fetch_event,
@@ -208,8 +209,11 @@ class _Guard:
             if conn.scope["method"] == "GET" and "text/html" in conn.headers.get("accept", ""):
                 login = conn.url_for("login").path
                 return RedirectResponse(login, status_code=303)
-            return Response("sign in or send Authorization: Bearer <token>\n", status_code=401,
-                            headers={"www-authenticate": "Bearer"})
+            return Response(
+                "sign in or send Authorization: Bearer <token>\n",
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
         return Response("forbidden\n", status_code=403)
 
 
@@ -338,8 +342,13 @@ class _Views:
                 buckets, width = await chart_buckets(
                     await self.state.pool(), f, schema=self.state.schema, table=self.state.table, now=now
                 )
-                chart = charts.build(buckets, width, lambda b: self._link(request, "events", {
-                    **params, "since": format_time(b.start), "until": format_time(b.end)}))
+                chart = charts.build(
+                    buckets,
+                    width,
+                    lambda b: self._link(
+                        request, "events", {**params, "since": format_time(b.start), "until": format_time(b.end)}
+                    ),
+                )
             except (asyncpg.PostgresError, AuditError) as exc:
                 logger.warning(MSG_QUERY_FAILED, type(exc).__name__)
                 error = f"the query failed: {exc}"
@@ -366,10 +375,20 @@ class _Views:
     def _ranges(self, request: Request, params: dict[str, str]) -> list[tuple[str, str]]:
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None, second=0, microsecond=0) + dt.timedelta(minutes=1)
         out = []
-        for label, delta in (("1 h", dt.timedelta(hours=1)), ("24 h", dt.timedelta(days=1)),
-                             ("7 d", dt.timedelta(days=7)), ("30 d", dt.timedelta(days=30))):
-            out.append((label, self._link(request, "events", {
-                **params, "since": format_time(now - delta), "until": format_time(now)})))
+        for label, delta in (
+            ("1 h", dt.timedelta(hours=1)),
+            ("24 h", dt.timedelta(days=1)),
+            ("7 d", dt.timedelta(days=7)),
+            ("30 d", dt.timedelta(days=30)),
+        ):
+            out.append(
+                (
+                    label,
+                    self._link(
+                        request, "events", {**params, "since": format_time(now - delta), "until": format_time(now)}
+                    ),
+                )
+            )
         rest = {k: v for k, v in params.items() if k not in ("since", "until")}
         out.append(("all", self._link(request, "events", rest)))
         return out
@@ -377,7 +396,7 @@ class _Views:
     async def _page(self, request: Request, f: ViewFilter, params: dict[str, str]) -> _Page:
         pool = await self.state.pool()
         size = self.state.page_size
-        kw = {"schema": self.state.schema, "table": self.state.table}
+        kw: dict[str, Any] = {"schema": self.state.schema, "table": self.state.table}
         before = request.query_params.get("before")
         after = request.query_params.get("after")
         if before:
@@ -434,7 +453,7 @@ class _Views:
         stats = seen = None
         if error is None:
             pool = await self.state.pool()
-            kw = {"schema": self.state.schema, "table": self.state.table}
+            kw: dict[str, Any] = {"schema": self.state.schema, "table": self.state.table}
             try:
                 stats = await collect_stats(pool, f, bucket="day", **kw)
                 if f.user_id is not None or f.user_ref is not None:
@@ -449,8 +468,9 @@ class _Views:
             params=params,
             stats=stats,
             seen=seen,
-            only=lambda **values: self._link(request, "events", {**values, "since": params.get("since", ""),
-                                                                  "until": params.get("until", "")}),
+            only=lambda **values: self._link(
+                request, "events", {**values, "since": params.get("since", ""), "until": params.get("until", "")}
+            ),
             here=request.url_for("investigate").path,
         )
 
@@ -458,7 +478,9 @@ class _Views:
         status = await self.state.integrity.status(
             await self.state.pool(), schema=self.state.schema, table=self.state.table
         )
-        return self._render(request, "integrity.html", status=200, report=status, can_verify=self.state.integrity.can_verify)
+        return self._render(
+            request, "integrity.html", status=200, report=status, can_verify=self.state.integrity.can_verify
+        )
 
     async def verify(self, request: Request) -> Response:
         await self.state.integrity.run_verify(await self.state.pool(), schema=self.state.schema, table=self.state.table)
@@ -485,7 +507,7 @@ class _Views:
         if error is not None:
             return JSONResponse({"error": error}, status_code=400)
         pool = await self.state.pool()
-        kw = {"schema": self.state.schema, "table": self.state.table}
+        kw: dict[str, Any] = {"schema": self.state.schema, "table": self.state.table}
         try:
             newer_than = request.query_params.get("newer_than")
             if newer_than:
@@ -496,8 +518,12 @@ class _Views:
             else:
                 after = request.query_params.get("after")
                 page = await fetch_page(
-                    pool, f, descending=True, after=Cursor.parse(after) if after else None,
-                    page_size=self.state.page_size, **kw,
+                    pool,
+                    f,
+                    descending=True,
+                    after=Cursor.parse(after) if after else None,
+                    page_size=self.state.page_size,
+                    **kw,
                 )
                 rows, nxt = page.rows, (str(page.next) if page.next else None)
         except AuditError as exc:
@@ -514,8 +540,9 @@ class _Views:
     async def _rows(self, request: Request) -> AsyncIterator[AuditRow]:
         f = parse_filter(request.query_params)
         pool = await self.state.pool()
-        async for row in iter_events(pool, f, schema=self.state.schema, table=self.state.table,
-                                     descending=True, page_size=1000):
+        async for row in iter_events(
+            pool, f, schema=self.state.schema, table=self.state.table, descending=True, page_size=1000
+        ):
             yield row
 
     async def export_csv(self, request: Request) -> Response:
@@ -529,8 +556,13 @@ class _Views:
             out = csv.writer(buffer)
             out.writerow(("id", "user_id", "action", "metadata", "created_at"))
             async for row in self._rows(request):
-                values = (str(row.id), "" if row.user_id is None else str(row.user_id), row.action or "",
-                          row.metadata_json or "", row.created_at.isoformat() + "Z")
+                values = (
+                    str(row.id),
+                    "" if row.user_id is None else str(row.user_id),
+                    row.action or "",
+                    row.metadata_json or "",
+                    row.created_at.isoformat() + "Z",
+                )
                 out.writerow(["'" + v if v.startswith(_FORMULA_START) else v for v in values])
                 if buffer.tell() > 64_000:
                     yield buffer.getvalue()
@@ -538,8 +570,11 @@ class _Views:
                     buffer.truncate()
             yield buffer.getvalue()
 
-        return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
-                                 headers={"content-disposition": 'attachment; filename="audit.csv"'})
+        return StreamingResponse(
+            body(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="audit.csv"'},
+        )
 
     async def export_jsonl(self, request: Request) -> Response:
         try:
@@ -556,8 +591,11 @@ class _Views:
                     lines = []
             yield "".join(lines)
 
-        return StreamingResponse(body(), media_type="application/x-ndjson",
-                                 headers={"content-disposition": 'attachment; filename="audit.jsonl"'})
+        return StreamingResponse(
+            body(),
+            media_type="application/x-ndjson",
+            headers={"content-disposition": 'attachment; filename="audit.jsonl"'},
+        )
 
     # -- sign-in (TokenAuth only) ----------------------------------------------------------------
 
@@ -593,6 +631,4 @@ class _Views:
 
 
 def _fields(f: ViewFilter) -> dict[str, Any]:
-    names = ("user_id", "action", "action_prefix", "since", "until", "ip", "metadata", "user_ref", "failed",
-             "network", "text")
-    return {name: getattr(f, name) for name in names}
+    return {name: getattr(f, name) for name in FIELDS}

@@ -52,7 +52,7 @@ class Chart:
 def _nice_step(value: int) -> int:
     """A round tick step (1, 2 or 5 times a power of ten) giving about four ticks up to ``value``."""
     rough = max(value / 4, 1)
-    magnitude = 10 ** (len(str(int(rough))) - 1)
+    magnitude = int(10 ** (len(str(int(rough))) - 1))
     for step in (1, 2, 5, 10):
         if step * magnitude >= rough:
             return step * magnitude
@@ -92,10 +92,7 @@ def build(buckets: Sequence[Bucket], width: int, link: Callable[[Bucket], str]) 
         failed_h = plot_h * b.failed / top
         ok_h = plot_h * b.succeeded / top
         base = TOP + plot_h
-        title = (
-            f"{b.start:%Y-%m-%d %H:%M} to {b.end:%Y-%m-%d %H:%M} UTC: "
-            f"{b.total} events, {b.failed} failed"
-        )
+        title = f"{b.start:%Y-%m-%d %H:%M} to {b.end:%Y-%m-%d %H:%M} UTC: {b.total} events, {b.failed} failed"
         bars.append(
             Bar(
                 x=round(LEFT + i * slot + gap / 2, 2),

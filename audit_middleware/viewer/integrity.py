@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import cast
 
 import asyncpg
 
@@ -108,7 +109,12 @@ class Integrity:
                 point, claimed = Checkpoint.load(self._checkpoint) if self._checkpoint else (None, None)
                 async with pool.acquire() as conn:
                     report = await verify(
-                        conn, key=self._key, schema=schema, table=table, checkpoint=point, checkpoint_hmac=claimed
+                        cast(asyncpg.Connection, conn),
+                        key=self._key,
+                        schema=schema,
+                        table=table,
+                        checkpoint=point,
+                        checkpoint_hmac=claimed,
                     )
                 self._last = VerifyResult(
                     at=now,
@@ -121,7 +127,13 @@ class Integrity:
                 )
             except Exception as exc:  # shown on the page; the viewer keeps serving
                 self._last = VerifyResult(
-                    at=now, ok=False, digests=0, rows=0, counts={}, findings=[], checkpoint=None,
+                    at=now,
+                    ok=False,
+                    digests=0,
+                    rows=0,
+                    counts={},
+                    findings=[],
+                    checkpoint=None,
                     error=f"{type(exc).__name__}: {exc}",
                 )
             return self._last

@@ -30,7 +30,10 @@ FAILED_SQL = "action LIKE '%\\_failed'"
 # A value is cast to inet only when it looks like an address: a malformed metadata.ip (a row written
 # by hand) must not make the whole query fail. IPv4 octets are range-checked; IPv6 is the hex:colon shape.
 _IPV4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
-_IPV6 = r"^([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}$|^(([0-9a-fA-F]{1,4}:){0,6}[0-9a-fA-F]{1,4})?::(([0-9a-fA-F]{1,4}:){0,6}[0-9a-fA-F]{1,4})?$"
+_IPV6 = (
+    r"^([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}$"
+    r"|^(([0-9a-fA-F]{1,4}:){0,6}[0-9a-fA-F]{1,4})?::(([0-9a-fA-F]{1,4}:){0,6}[0-9a-fA-F]{1,4})?$"
+)
 MAX_TEXT = 200  # longest free-text search accepted
 # Bucket widths the chart picks from: the smallest giving at most MAX_BUCKETS bars over the range.
 BUCKET_SECONDS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
@@ -74,9 +77,8 @@ class ViewFilter(EventFilter):
             conditions.append(FAILED_SQL)
         if self.network is not None:
             pattern = _IPV4 if self.network.version == 4 else _IPV6
-            conditions.append(
-                f"(CASE WHEN metadata->>'ip' ~ {param(pattern)} THEN (metadata->>'ip')::inet END) <<= {param(str(self.network))}::cidr"
-            )
+            address = f"CASE WHEN metadata->>'ip' ~ {param(pattern)} THEN (metadata->>'ip')::inet END"
+            conditions.append(f"({address}) <<= {param(str(self.network))}::cidr")
         if self.text is not None:
             conditions.append(f"metadata::text ILIKE {param('%' + _like_escape(self.text) + '%')}")
         return conditions
@@ -86,12 +88,23 @@ class ViewFilter(EventFilter):
         return _replace(self, since=None, until=None)
 
 
+FIELDS = (
+    "user_id",
+    "action",
+    "action_prefix",
+    "since",
+    "until",
+    "ip",
+    "metadata",
+    "user_ref",
+    "failed",
+    "network",
+    "text",
+)
+
+
 def _replace(f: ViewFilter, **changes: Any) -> ViewFilter:
-    fields = {
-        name: getattr(f, name)
-        for name in ("user_id", "action", "action_prefix", "since", "until", "ip", "metadata")
-        + ("user_ref", "failed", "network", "text")
-    }
+    fields = {name: getattr(f, name) for name in FIELDS}
     fields.update(changes)
     return ViewFilter(**fields)
 

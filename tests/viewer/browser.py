@@ -45,8 +45,15 @@ def start_browser() -> webdriver.Chrome:
         )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
@@ -60,12 +67,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(dsn: str, schema: str, token: str, **env: str) -> Iterator[str]:
-    """Run ``audit-middleware serve`` (the real command, real uvicorn) and yield its base URL."""
+def serve(dsn: str, schema: str, token: str | None, *args: str) -> Iterator[str]:
+    """Run ``audit-middleware serve`` (the real command, real uvicorn) and yield its base URL.
+
+    ``token`` goes to ``$AUDIT_VIEWER_TOKEN`` (None: unset); ``args`` are more command-line arguments.
+    After the block, ``serve.last_log`` holds what the server printed.
+    """
     port = free_port()
-    environ = {**os.environ, "AUDIT_VIEWER_TOKEN": token, **env}
-    command = [sys.executable, "-m", "audit_middleware.cli", "serve", "--dsn", dsn, "--schema", schema,
-               "--port", str(port)]
+    environ = {k: v for k, v in os.environ.items() if k != "AUDIT_VIEWER_TOKEN"}
+    if token is not None:
+        environ["AUDIT_VIEWER_TOKEN"] = token
+    command = [
+        sys.executable,
+        "-m",
+        "audit_middleware.cli",
+        "serve",
+        "--dsn",
+        dsn,
+        "--schema",
+        schema,
+        "--port",
+        str(port),
+        *args,
+    ]
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"viewer-serve-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=environ, stdout=out, stderr=subprocess.STDOUT)
@@ -89,4 +113,5 @@ def serve(dsn: str, schema: str, token: str, **env: str) -> Iterator[str]:
 
 def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     """Console messages of level SEVERE (errors, CSP violations) since the last call."""
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+    return [entry for entry in entries if entry["level"] == "SEVERE"]

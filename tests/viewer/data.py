@@ -39,18 +39,33 @@ def standard(base: dt.datetime) -> Dataset:
     """About 130 rows over the last 2 hours before ``base``; ``base`` is naive UTC."""
     data = Dataset(base)
     for i in range(60):
-        data.add("login", 2 * i + 1, user=ALICE if i % 2 else BOB, ip=f"10.0.0.{i % 4}", method="POST", path="/login",
-                 status=200)
+        data.add(
+            "login",
+            2 * i + 1,
+            user=ALICE if i % 2 else BOB,
+            ip=f"10.0.0.{i % 4}",
+            method="POST",
+            path="/login",
+            status=200,
+        )
     for i in range(40):
-        data.add("login_failed", 1.5 * i + 0.5, ip="203.0.113.7", identifier=f"victim{i % 3}@example.com",
-                 method="POST", path="/login", status=401)
+        data.add(
+            "login_failed",
+            1.5 * i + 0.5,
+            ip="203.0.113.7",
+            identifier=f"victim{i % 3}@example.com",
+            method="POST",
+            path="/login",
+            status=401,
+        )
     for i in range(25):
         data.add("password_reset", 4 * i + 3, user=ALICE, ip="192.168.1.20", method="POST", path="/reset")
     data.add("update_profile", 30, user=BOB, ip="10.0.0.9", note="discount 100%_ applied")
     data.add("update_profile", 31, user=BOB, ip="10.0.0.9", note="1000 items")  # matches 100%_ as a LIKE pattern
     data.add("logout", 0.2, user_ref="github|octocat", ip="2001:db8::5", method="POST", path="/logout", status=204)
-    data.add(XSS_SCRIPT, 0.1, ip=XSS_IMG, path=XSS_URL, user_agent=XSS_SCRIPT, identifier=RTL, note=ANSI,
-             user_ref=XSS_IMG)
+    data.add(
+        XSS_SCRIPT, 0.1, ip=XSS_IMG, path=XSS_URL, user_agent=XSS_SCRIPT, identifier=RTL, note=ANSI, user_ref=XSS_IMG
+    )
     data.add("login_failed", 0.05, ip="not-an-ip", identifier=RTL, user_agent=ANSI)
     return data
 

@@ -158,8 +158,10 @@ FILTERS: list[tuple[dict[str, str], Callable[[Row], bool]]] = [
     ({"ip": "2001:db8::/32"}, lambda r: _in("2001:db8::/32", r[3])),
     ({"q": "VICTIM1@"}, lambda r: "victim1@" in json.dumps(r[3])),
     ({"q": "100%_"}, lambda r: "100%_" in json.dumps(r[3])),  # LIKE wildcards are literal
-    ({"action": "login*", "failed": "1", "ip": "203.0.113.0/24"}, lambda r: r[2] == "login_failed" and _in(
-        "203.0.113.0/24", r[3])),
+    (
+        {"action": "login*", "failed": "1", "ip": "203.0.113.0/24"},
+        lambda r: r[2] == "login_failed" and _in("203.0.113.0/24", r[3]),
+    ),
 ]
 
 
@@ -191,7 +193,9 @@ async def test_filters_are_kept_in_the_links(client: httpx.AsyncClient) -> None:
     assert 'value="login*"' in html and 'value="203.0.113.0/24"' in html
 
 
-@pytest.mark.parametrize("query", ["ip=10.0.0.0/99", "since=yesterday", "until=2026-13-01", "since=2026-02-01&until=2026-01-01"])
+@pytest.mark.parametrize(
+    "query", ["ip=10.0.0.0/99", "since=yesterday", "until=2026-13-01", "since=2026-02-01&until=2026-01-01"]
+)
 async def test_a_bad_filter_is_explained_not_a_server_error(client: httpx.AsyncClient, query: str) -> None:
     response = await client.get(f"/?{query}")
     assert response.status_code == 400
@@ -251,11 +255,11 @@ async def test_chart_keeps_the_other_filters(client: httpx.AsyncClient) -> None:
 
 
 async def test_event_detail_shows_every_column_and_related_links(client: httpx.AsyncClient, dataset: Dataset) -> None:
-    event_id, user, action, meta, created = next(r for r in dataset.rows if r[2] == "password_reset")
+    event_id, user, action, _meta, created = next(r for r in dataset.rows if r[2] == "password_reset")
     html = (await client.get(f"/events/{event_id}")).text
     assert str(event_id) in html and str(user) in html and action in html
     assert created.strftime("%Y-%m-%d %H:%M:%S") in html
-    assert '&#34;ip&#34;: &#34;192.168.1.20&#34;' in html or '"ip": "192.168.1.20"' in unescape(html)
+    assert "&#34;ip&#34;: &#34;192.168.1.20&#34;" in html or '"ip": "192.168.1.20"' in unescape(html)
     assert f"?user={user}" in html and "?ip=192.168.1.20" in html
 
 
@@ -274,7 +278,7 @@ async def test_planted_markup_urls_bidi_and_ansi_are_inert_in_every_page(
     pages = ["/", f"/events/{planted}", "/investigate", f"/?user={httpx.QueryParams({'u': XSS_IMG})['u']}"]
     for path in pages:
         html = (await client.get(path)).text
-        for raw in (XSS_SCRIPT, XSS_IMG, "<img", "onerror=\"", "\u202e", "\x1b", "\x07"):
+        for raw in (XSS_SCRIPT, XSS_IMG, "<img", 'onerror="', "\u202e", "\x1b", "\x07"):
             assert raw not in html, (path, raw)
         assert not re.search(r"""(href|src|action)\s*=\s*["']?\s*javascript:""", html, re.I), path
     detail = (await client.get(f"/events/{planted}")).text
@@ -308,7 +312,7 @@ async def test_csv_export_defuses_spreadsheet_formulas(pg: PgTarget, client: htt
     finally:
         await conn.close()
     rows = list(csv.reader(io.StringIO((await client.get("/export.csv?action=*")).text)))
-    assert ["'=HYPERLINK(\"x\")"] == [r[2] for r in rows if "HYPERLINK" in r[2]]
+    assert [r[2] for r in rows if "HYPERLINK" in r[2]] == ['\'=HYPERLINK("x")']
 
 
 async def test_jsonl_export_is_the_stored_values(client: httpx.AsyncClient, dataset: Dataset) -> None:

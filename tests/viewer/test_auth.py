@@ -65,7 +65,7 @@ async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(clien
     assert TOKEN not in cookie
     assert (await client.get("/", headers=HTML)).status_code == 200  # the client keeps the cookie
     out = await client.post("/logout")
-    assert out.status_code == 303 and 'Max-Age=0' in out.headers["set-cookie"]
+    assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
     assert (await client.get("/api/events")).status_code == 401
 
 
@@ -84,7 +84,9 @@ async def test_wrong_token_is_refused_and_recorded_without_the_token(
     await client.get("/api/events", headers={"authorization": "Bearer guessed-token-123456"})
     await client.post("/login", data={"token": TOKEN})
     await auth.aclose()  # flush the writer
-    rows = await pg.fetch("SELECT action, metadata::text AS m FROM {t} WHERE action LIKE 'viewer_%' ORDER BY created_at")
+    rows = await pg.fetch(
+        "SELECT action, metadata::text AS m FROM {t} WHERE action LIKE 'viewer_%' ORDER BY created_at"
+    )
     assert [r["action"] for r in rows] == ["viewer_login_failed", "viewer_login_failed", "viewer_login"]
     assert all('"ip": "10.9.8.7"' in r["m"] for r in rows)
     for text in [r["m"] for r in rows] + [rec.getMessage() for rec in caplog.records]:

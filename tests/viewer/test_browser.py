@@ -182,5 +182,5 @@ def test_the_live_view_shows_a_new_row(signed_in: webdriver.Chrome, base: str, p
     WebDriverWait(signed_in, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live tbody tr"))
     row = signed_in.find_element(By.CSS_SELECTOR, "#live tbody tr")
     assert "live_probe" in row.text and "10.1.2.3" in row.text
-    assert row.find_element(By.TAG_NAME, "a").get_attribute("href").endswith(f"/events/{new_id}")
+    assert str(row.find_element(By.TAG_NAME, "a").get_attribute("href")).endswith(f"/events/{new_id}")
     assert console_errors(signed_in) == []

@@ -21,8 +21,17 @@ from tests.viewer.data import Dataset
 
 pytestmark = pytest.mark.anyio
 
-PAGES = ["/", "/?action=login*&failed=1", "/?ip=10.0.0.0/8&q=login", "/investigate", "/integrity", "/live",
-         "/api/events", "/export.csv", "/export.jsonl"]
+PAGES = [
+    "/",
+    "/?action=login*&failed=1",
+    "/?ip=10.0.0.0/8&q=login",
+    "/investigate",
+    "/integrity",
+    "/live",
+    "/api/events",
+    "/export.csv",
+    "/export.jsonl",
+]
 
 
 @pytest.fixture
@@ -34,7 +43,7 @@ async def reader(pg: PgTarget) -> AsyncIterator[str]:
         await conn.execute(f"CREATE ROLE {role} LOGIN")
         await conn.execute(f"GRANT USAGE ON SCHEMA {quote_ident(pg.schema)} TO {role}")
         await conn.execute(f"GRANT SELECT ON {pg.qualified} TO {role}")
-        user, _, rest = pg.dsn.partition("://")[2].partition("@")
+        rest = pg.dsn.partition("://")[2].partition("@")[2]
         yield f"postgresql://{role}@{rest}"
     finally:
         await conn.execute(f"DROP OWNED BY {role}")
