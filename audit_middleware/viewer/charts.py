@@ -47,6 +47,8 @@ class Chart:
     total: int
     failed: int
     bucket: str
+    start: dt.datetime | None
+    end: dt.datetime | None
 
 
 def _nice_step(value: int) -> int:
@@ -119,4 +121,6 @@ def build(buckets: Sequence[Bucket], width: int, link: Callable[[Bucket], str]) 
         total=sum(b.total for b in buckets),
         failed=sum(b.failed for b in buckets),
         bucket=describe_width(width),
+        start=buckets[0].start if buckets else None,
+        end=buckets[-1].end if buckets else None,
     )

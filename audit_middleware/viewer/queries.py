@@ -50,13 +50,14 @@ class ViewFilter(EventFilter):
     """An ``EventFilter`` plus the viewer's own conditions.
 
     Attributes:
-        user_ref: rows whose ``metadata.user_ref`` is this (non-UUID user ids).
+        ref: rows whose ``metadata.user_ref`` is this (non-UUID user ids). Named apart from the
+            ``user``/``user_ref`` that ``store.query.EventFilter`` is gaining, so the two never clash.
         failed: only rows whose action ends in ``_failed``.
         network: rows whose ``metadata.ip`` is inside this network (a CIDR).
         text: rows whose metadata text contains this, case-insensitively.
     """
 
-    user_ref: str | None = None
+    ref: str | None = None
     failed: bool = False
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     text: str | None = None
@@ -70,9 +71,9 @@ class ViewFilter(EventFilter):
             args.append(value)
             return f"${len(args)}"
 
-        if self.user_ref is not None:
+        if self.ref is not None:
             # jsonb containment: served by a GIN index on metadata when there is one
-            conditions.append(f"metadata @> jsonb_build_object('user_ref', {param(self.user_ref)}::text)")
+            conditions.append(f"metadata @> jsonb_build_object('user_ref', {param(self.ref)}::text)")
         if self.failed:
             conditions.append(FAILED_SQL)
         if self.network is not None:
@@ -96,7 +97,7 @@ FIELDS = (
     "until",
     "ip",
     "metadata",
-    "user_ref",
+    "ref",
     "failed",
     "network",
     "text",
@@ -133,7 +134,7 @@ def parse_filter(params: Mapping[str, str]) -> ViewFilter:
         try:
             values["user_id"] = uuid.UUID(user)
         except ValueError:
-            values["user_ref"] = user
+            values["ref"] = user
     action = params.get("action", "").strip()
     if action.endswith("*"):
         if action.rstrip("*"):
@@ -168,8 +169,8 @@ def filter_params(f: ViewFilter) -> dict[str, str]:
     params: dict[str, str] = {}
     if f.user_id is not None:
         params["user"] = str(f.user_id)
-    elif f.user_ref is not None:
-        params["user"] = f.user_ref
+    elif f.ref is not None:
+        params["user"] = f.ref
     if f.action is not None:
         params["action"] = f.action
     elif f.action_prefix is not None:
