@@ -104,6 +104,11 @@ FIELDS = (
 )
 
 
+def fields(f: ViewFilter) -> dict[str, Any]:
+    """The filter's fields as keyword arguments (to build a changed copy)."""
+    return {name: getattr(f, name) for name in FIELDS}
+
+
 def _replace(f: ViewFilter, **changes: Any) -> ViewFilter:
     fields = {name: getattr(f, name) for name in FIELDS}
     fields.update(changes)
