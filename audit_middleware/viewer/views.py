@@ -83,8 +83,8 @@ class Pages:
         f, error = read_filter(request)
         params = filter_params(f)
         page = _Page([], None, None)
-        buckets: list[Any] = []
         chart: charts.Chart | None = None
+        status = 400 if error else 200
         if error is None:
             try:
                 page = await self._page(request, f, params)
@@ -99,22 +99,22 @@ class Pages:
                         request, "events", {**params, "since": format_time(b.start), "until": format_time(b.end)}
                     ),
                 )
-            except (asyncpg.PostgresError, AuditError) as exc:
+            except AuditError as exc:  # a malformed cursor in after= / before=
+                error, status = str(exc), 400
+            except asyncpg.PostgresError as exc:
                 logger.warning(MSG_QUERY_FAILED, type(exc).__name__)
-                error = f"the query failed: {exc}"
+                error, status = f"the query failed: {exc}", 503
         return self._render(
             request,
             "events.html",
-            status=400 if error and page.rows == [] and chart is None else 200,
+            status=status,
             error=error,
             f=f,
             params=params,
             page=page,
             chart=chart,
             failed_suffix=FAILED_SUFFIX,
-            link=lambda route, extra=None, **kw: self._link(request, route, {**(extra or {})}, **kw),
             filter_link=lambda **changes: self._link(request, "events", {**params, **changes}),
-            only=lambda **values: self._link(request, "events", values),
             export_csv=self._link(request, "export_csv", params),
             export_jsonl=self._link(request, "export_jsonl", params),
             live=self._link(request, "live", {k: v for k, v in params.items() if k not in ("since", "until")}),

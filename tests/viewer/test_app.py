@@ -194,7 +194,8 @@ async def test_filters_are_kept_in_the_links(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["ip=10.0.0.0/99", "since=yesterday", "until=2026-13-01", "since=2026-02-01&until=2026-01-01"]
+    "query",
+    ["ip=10.0.0.0/99", "since=yesterday", "until=2026-13-01", "since=2026-02-01&until=2026-01-01", "after=x|y"],
 )
 async def test_a_bad_filter_is_explained_not_a_server_error(client: httpx.AsyncClient, query: str) -> None:
     response = await client.get(f"/?{query}")

@@ -137,5 +137,5 @@ async def test_a_database_error_is_shown_not_raised(pg: PgTarget, dataset: Datas
     client: httpx.AsyncClient
     async with await open_client(app) as client:
         response = await client.get("/")
-        assert response.status_code == 400 and "the query failed" in response.text
+        assert response.status_code == 503 and "the query failed" in response.text
     await app.state.viewer.aclose()
