@@ -29,6 +29,7 @@ from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chai
 from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
 from .config import HeaderPairs, MiddlewareConfig, RequestInfo, ResponseInfo, route_path
 from .context import AuditContext
+from .evidence import LOGIN_TYPE, AuthEvidence
 from .identity import (
     IDENTIFIER_FIELDS,
     MAX_IDENTIFIER,
@@ -78,6 +79,16 @@ def _identifier_from(body: Any) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()[:MAX_IDENTIFIER]
     return None
+
+
+def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -> AuthEvidence | None:
+    """The evidence that decides the event: the one about the matched route's own action, else the first
+    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login)."""
+    wanted = spec.action if spec is not None and isinstance(spec.action, str) else None
+    for evidence in reported:
+        if evidence.action == wanted:
+            return evidence
+    return reported[0] if reported else None
 
 
 class _RateLimited:
@@ -216,11 +227,14 @@ class AuditCore:
             spec = match.spec if match is not None else None
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
-            action = self._action(request, response, spec, context)
+            evidence = _chosen_evidence(response.evidence, spec) if response.evidence else None
+            action = self._action(request, response, spec, context, evidence)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context)))
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, evidence)))
             event.metadata = self._metadata(request, response, match, spec, context, event)
+            if evidence is not None:
+                self._add_evidence(event.metadata, response.evidence, evidence)
             if self._chain is not None:
                 result = self._chain(event.metadata)
                 if result is None:
@@ -237,10 +251,17 @@ class AuditCore:
         return response.status is not None and response.status >= self.config.failure_status
 
     def _action(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        evidence: AuthEvidence | None,
     ) -> str | None:
         if context is not None and context.action:
             return context.action
+        if evidence is not None:  # the framework said what happened: it beats anything the response suggests
+            return evidence.action if evidence.succeeded else (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action
@@ -253,16 +274,33 @@ class AuditCore:
             action = str(computed)
         else:
             action = spec.action
+        if action in response.watching and response.route_template is not None:
+            # The glue listens for this action and the request reached a view, yet nothing was announced:
+            # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
+            # a logout confirmation page) is no auth event at all.
+            if action in LOGIN_TYPE and request.method == "POST":
+                return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
+            return None
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if outcome and self._failed(response):
             return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
         return action
 
     def _user(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        evidence: AuthEvidence | None = None,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
+        if evidence is not None:
+            # The user the framework signed in or out; after a failure, only an already authenticated actor
+            # (a wrong old password on a password change), never a user named by the response.
+            announced = user_id_of(evidence.user) if evidence.succeeded else None
+            return announced if announced is not None else user_id_of(response.user) or user_id_of(request.user)
         # The framework's authenticated user comes first: a response body can echo what the client sent
         # ({"id": "admin"} from a device registration on a preset "register" route), and must never rename
         # an authenticated actor. Only when nobody is known (a login, a sign-up) does the response name them.
@@ -374,6 +412,17 @@ class AuditCore:
         if context is not None and context.metadata:
             metadata.update(redactor.mapping(context.metadata))
         return metadata
+
+    def _add_evidence(self, metadata: dict[str, Any], reported: Sequence[AuthEvidence], chosen: AuthEvidence) -> None:
+        """``metadata.auth``: who announced the outcome, and every auth event of the request in order."""
+        auth: dict[str, Any] = {"evidence": [e.action if e.succeeded else e.action + self._suffix for e in reported]}
+        if chosen.source:
+            auth["source"] = chosen.source[:100]
+        metadata["auth"] = auth
+        if chosen.identifier and "identifier" not in metadata:
+            identifier = self.redactor.text(str(chosen.identifier).strip()[:MAX_IDENTIFIER])
+            if identifier and identifier != REDACTED:
+                metadata["identifier"] = identifier
 
     def _minimal(
         self,

@@ -44,9 +44,7 @@ def standard(base: dt.datetime) -> Dataset:
             2 * i + 1,
             user=ALICE if i % 2 else BOB,
             ip=f"10.0.0.{i % 4}",
-            method="POST",
-            path="/login",
-            status=200,
+            http={"method": "POST", "path": "/login", "route": "/login", "status": 200},
         )
     for i in range(40):
         data.add(
@@ -54,14 +52,14 @@ def standard(base: dt.datetime) -> Dataset:
             1.5 * i + 0.5,
             ip="203.0.113.7",
             identifier=f"victim{i % 3}@example.com",
-            method="POST",
-            path="/login",
-            status=401,
+            http={"method": "POST", "path": "/login", "route": "/login", "status": 401},
         )
     for i in range(25):
-        data.add("password_reset", 4 * i + 3, user=ALICE, ip="192.168.1.20", method="POST", path="/reset")
+        reset = {"method": "POST", "path": "/reset", "status": 200}
+        data.add("password_reset", 4 * i + 3, user=ALICE, ip="192.168.1.20", method="email_link", http=reset)
     data.add("update_profile", 30, user=BOB, ip="10.0.0.9", note="discount 100%_ applied")
     data.add("update_profile", 31, user=BOB, ip="10.0.0.9", note="1000 items")  # matches 100%_ as a LIKE pattern
+    # the request at the top level, as rows written before metadata.http existed
     data.add("logout", 0.2, user_ref="github|octocat", ip="2001:db8::5", method="POST", path="/logout", status=204)
     data.add(
         XSS_SCRIPT, 0.1, ip=XSS_IMG, path=XSS_URL, user_agent=XSS_SCRIPT, identifier=RTL, note=ANSI, user_ref=XSS_IMG

@@ -264,6 +264,14 @@ async def test_event_detail_shows_every_column_and_related_links(client: httpx.A
     assert f"?user={user}" in html and "?ip=192.168.1.20" in html
 
 
+async def test_the_request_column_reads_metadata_http_and_the_older_top_level_keys(client: httpx.AsyncClient) -> None:
+    reset = (await client.get("/?action=password_reset")).text
+    assert '<span class="method">POST</span> /reset <span class="status">200</span>' in reset
+    assert "email_link" not in reset  # metadata.method is the reset's method, not the request's
+    logout = (await client.get("/?action=logout")).text
+    assert '<span class="method">POST</span> /logout <span class="status">204</span>' in logout
+
+
 @pytest.mark.parametrize("path", ["/events/not-a-uuid", f"/events/{uuid.UUID(int=7)}"])
 async def test_unknown_event_is_404(client: httpx.AsyncClient, path: str) -> None:
     assert (await client.get(path)).status_code == 404

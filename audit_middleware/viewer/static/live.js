@@ -40,7 +40,8 @@
     cell(tr, event.action, "action");
     cell(tr, event.user_id || m.user_ref || m.identifier || "", "user");
     cell(tr, m.ip, "ip");
-    cell(tr, [m.method, m.path || m.route, m.status].filter((v) => v != null).join(" "), "req");
+    const h = m.http && typeof m.http === "object" ? m.http : m; // the request, nested under "http" since 0.2
+    cell(tr, [h.method, h.path || h.route, h.status].filter((v) => v != null).join(" "), "req");
     const more = cell(tr, "", "more");
     const a = document.createElement("a");
     a.href = eventBase + encodeURIComponent(event.id);
