@@ -20,6 +20,8 @@ from ..store.verify import Checkpoint, verify
 
 __all__ = ["Integrity", "IntegrityStatus", "VerifyResult"]
 
+VERIFY_TIMEOUT = "1h"  # a verify of a large table takes minutes; the pages' own queries keep 30 s
+
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -108,6 +110,9 @@ class Integrity:
             try:
                 point, claimed = Checkpoint.load(self._checkpoint) if self._checkpoint else (None, None)
                 async with pool.acquire() as conn:
+                    # verify reads every row: lift the pool's 30 s statement_timeout for this session (the
+                    # pool resets session settings when the connection goes back)
+                    await conn.execute(f"SET statement_timeout = '{VERIFY_TIMEOUT}'")
                     report = await verify(
                         cast(asyncpg.Connection, conn),
                         key=self._key,

@@ -118,6 +118,9 @@ async def test_integrity_page_shows_the_chain_head_and_verifies_with_the_key(tar
         await client.post("/integrity/verify")
         html = (await client.get("/integrity")).text
         assert 'id="verify-result">TAMPERING' in html and "altered: 1" in html
+    pool = await app.state.viewer.pool()
+    assert pool.get_size() == 1  # the connection verify used, back in the pool...
+    assert await pool.fetchval("SHOW statement_timeout") == "30s"  # ...with the pages' timeout again
     await app.state.viewer.aclose()
 
 
