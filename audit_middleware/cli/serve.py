@@ -10,6 +10,7 @@ only logged.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
 import stat
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .main import EXIT_OK, EXIT_USAGE
+from .main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, connect_or_report
 
 __all__ = ["TOKEN_VARIABLE", "add_command"]
 
@@ -35,7 +36,7 @@ def add_command(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], None
         help="run the read-only web viewer (needs the [viewer] extra)",
         description=f"Serve the audit trail viewer. Requires a token: ${TOKEN_VARIABLE} or --token-file "
         "(browsers sign in with it once; scripts send 'Authorization: Bearer <token>'). "
-        "Exit codes: 0 stopped, 2 usage (no token, missing extra).",
+        "Exit codes: 0 stopped, 2 usage (no token, missing extra), 3 cannot connect.",
     )
     add_dsn(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
@@ -70,6 +71,14 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+async def _reachable(dsn: str) -> bool:
+    conn = await connect_or_report(dsn, timeout=10)  # prints why, with the DSN masked
+    if conn is None:
+        return False
+    await conn.close()
+    return True
 
 
 def run(args: argparse.Namespace, dsn: str) -> int:
@@ -113,6 +122,8 @@ def run(args: argparse.Namespace, dsn: str) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not asyncio.run(_reachable(dsn)):  # say so now, not as a 500 on the first page
+        return EXIT_UNREACHABLE
     if not _loopback(args.host):
         print(
             f"warning: listening on {args.host}: put TLS in front of it, the token and cookie travel in clear text",

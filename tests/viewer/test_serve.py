@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audit_middleware.cli.main import EXIT_USAGE, build_parser, main
+from audit_middleware.cli.main import EXIT_UNREACHABLE, EXIT_USAGE, build_parser, main
 from tests.conftest import PgTarget
 from tests.viewer.browser import serve
 
@@ -37,6 +37,15 @@ def test_serve_refuses_an_unreadable_token_file(
     monkeypatch.setenv("AUDIT_VIEWER_TOKEN", "a-token-that-is-long-enough")  # the file, when named, wins
     assert main(["serve", "--dsn", "postgresql://x@127.0.0.1:1/x", "--token-file", str(tmp_path / "none")]) == 2
     assert "cannot read --token-file" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unreachable_database_without_showing_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUDIT_VIEWER_TOKEN", "a-token-that-is-long-enough")
+    assert main(["serve", "--dsn", "postgresql://reader:pw-s3cret@127.0.0.1:1/audit"]) == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "pw-s3cret" not in err
 
 
 def test_serve_binds_loopback_by_default() -> None:
