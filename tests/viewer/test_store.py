@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -141,4 +142,23 @@ async def test_a_database_error_is_shown_not_raised(pg: PgTarget, dataset: Datas
     async with await open_client(app) as client:
         response = await client.get("/")
         assert response.status_code == 503 and "the query failed" in response.text
+    await app.state.viewer.aclose()
+
+
+async def test_verify_compares_the_chain_head_with_an_exported_checkpoint(
+    target: Target, pg: PgTarget, tmp_path: Path
+) -> None:
+    await target.write([make_rows(4), make_rows(4, start=4)])
+    head = (await target.verify()).head()
+    assert head is not None
+    path = tmp_path / "checkpoint.json"
+    head.dump(path, KEY)
+    app = create_app(dsn=pg.dsn, authorize=allow, schema=pg.schema, digest_key=KEY, checkpoint=str(path))
+    async with await open_client(app) as client:
+        await client.post("/integrity/verify")
+        assert "checkpoint: seq 2 matches the checkpoint" in (await client.get("/integrity")).text
+        await target.sql("DELETE FROM {d} WHERE seq = 2")  # the newest digest deleted
+        await client.post("/integrity/verify")
+        html = (await client.get("/integrity")).text
+        assert 'id="verify-result">TAMPERING' in html and "checkpoint: 1" in html
     await app.state.viewer.aclose()
