@@ -4,8 +4,8 @@ Every query is bounded the way ``store.query`` bounds it: a keyset page on ``(cr
 (newest first, ``LIMIT``, never ``OFFSET``, never ``COUNT(*)`` over the table), or an aggregate
 over an explicit time range served by the ``(created_at, id)`` index. The filters of the page are
 a :class:`ViewFilter`, an ``EventFilter`` with the conditions only the viewer needs (outcome, CIDR,
-free text, ``user_ref``), so ``store.query.fetch_page`` and ``store.stats.collect_stats`` read
-with them unchanged.
+free text; a user by UUID or ``user_ref`` is ``EventFilter.user``), so ``store.query.fetch_page`` and
+``store.stats.collect_stats`` read with them unchanged.
 """
 
 from __future__ import annotations
@@ -50,14 +50,11 @@ class ViewFilter(EventFilter):
     """An ``EventFilter`` plus the viewer's own conditions.
 
     Attributes:
-        ref: rows whose ``metadata.user_ref`` is this (non-UUID user ids). Named apart from the
-            ``user``/``user_ref`` that ``store.query.EventFilter`` is gaining, so the two never clash.
         failed: only rows whose action ends in ``_failed``.
         network: rows whose ``metadata.ip`` is inside this network (a CIDR).
         text: rows whose metadata text contains this, case-insensitively.
     """
 
-    ref: str | None = None
     failed: bool = False
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     text: str | None = None
@@ -71,9 +68,6 @@ class ViewFilter(EventFilter):
             args.append(value)
             return f"${len(args)}"
 
-        if self.ref is not None:
-            # jsonb containment: served by a GIN index on metadata when there is one
-            conditions.append(f"metadata @> jsonb_build_object('user_ref', {param(self.ref)}::text)")
         if self.failed:
             conditions.append(FAILED_SQL)
         if self.network is not None:
@@ -97,7 +91,7 @@ FIELDS = (
     "until",
     "ip",
     "metadata",
-    "ref",
+    "user",
     "failed",
     "network",
     "text",
@@ -136,10 +130,7 @@ def parse_filter(params: Mapping[str, str]) -> ViewFilter:
     values: dict[str, Any] = {}
     user = params.get("user", "").strip()
     if user:
-        try:
-            values["user_id"] = uuid.UUID(user)
-        except ValueError:
-            values["ref"] = user
+        values["user"] = user  # EventFilter reads a UUID as user_id, anything else as metadata.user_ref
     action = params.get("action", "").strip()
     if action.endswith("*"):
         if action.rstrip("*"):
@@ -172,10 +163,10 @@ def parse_filter(params: Mapping[str, str]) -> ViewFilter:
 def filter_params(f: ViewFilter) -> dict[str, str]:
     """The query parameters that :func:`parse_filter` reads back into ``f`` (for links)."""
     params: dict[str, str] = {}
-    if f.user_id is not None:
+    if f.user is not None:  # EventFilter's: a UUID (user_id) or the user_ref text
+        params["user"] = str(f.user)
+    elif f.user_id is not None:
         params["user"] = str(f.user_id)
-    elif f.ref is not None:
-        params["user"] = f.ref
     if f.action is not None:
         params["action"] = f.action
     elif f.action_prefix is not None:

@@ -206,7 +206,7 @@ class Pages:
             kw: dict[str, Any] = {"schema": self.state.schema, "table": self.state.table}
             try:
                 stats = await collect_stats(pool, f, bucket="day", **kw)
-                if f.user_id is not None or f.ref is not None:
+                if f.user is not None or f.user_id is not None:
                     seen = await first_seen_ips(pool, f.unbounded(), **kw)
             except asyncpg.PostgresError as exc:
                 error = f"the query failed: {exc}"
