@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from ..errors import ConfigurationError, describe_failure
@@ -88,7 +89,12 @@ def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -
     for evidence in reported:
         if evidence.action == wanted:
             return evidence
-    return reported[0] if reported else None
+    first = reported[0] if reported else None
+    if wanted == "signup" and first is not None and first.action == "login" and first.succeeded:
+        # a sign-up view that signs the new user in (Django's login()): nothing announces the sign-up
+        # itself, and the user signed in is the one just created
+        return replace(first, action="signup")
+    return first
 
 
 class _RateLimited:
