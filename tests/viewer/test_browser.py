@@ -18,6 +18,7 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from audit_middleware.store.schema import quote_ident
@@ -68,6 +69,7 @@ def sign_in(browser: webdriver.Chrome, base: str, token: str) -> None:
     field.clear()
     field.send_keys(token)
     browser.find_element(By.ID, "sign-in").click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(field))  # the answer page loaded
 
 
 @pytest.fixture
@@ -123,12 +125,15 @@ def test_filters_narrow_the_list(signed_in: webdriver.Chrome, base: str) -> None
     field = signed_in.find_element(By.NAME, "action")
     field.send_keys("password*")
     field.submit()
-    WebDriverWait(signed_in, 10).until(lambda d: "action=password" in d.current_url)
+    WebDriverWait(signed_in, 10).until(expected_conditions.staleness_of(field))
+    assert "action=password" in signed_in.current_url
     assert set(actions(signed_in)) == {"password_reset"} and len(actions(signed_in)) == 25
     signed_in.find_element(By.NAME, "action").clear()
-    signed_in.find_element(By.NAME, "failed").click()
-    signed_in.find_element(By.NAME, "failed").submit()
-    WebDriverWait(signed_in, 10).until(lambda d: "failed=1" in d.current_url)
+    box = signed_in.find_element(By.NAME, "failed")
+    box.click()
+    box.submit()
+    WebDriverWait(signed_in, 10).until(expected_conditions.staleness_of(box))
+    assert "failed=1" in signed_in.current_url
     assert set(actions(signed_in)) == {"login_failed"}
     assert console_errors(signed_in) == []
 
@@ -137,7 +142,7 @@ def test_clicking_a_bar_narrows_the_range(signed_in: webdriver.Chrome, base: str
     signed_in.get(base + "/?action=login_failed")
     bar = signed_in.find_elements(By.CSS_SELECTOR, "#chart a.bar-link rect.failed")[-1]
     signed_in.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", bar)
-    WebDriverWait(signed_in, 10).until(lambda d: "since=" in d.current_url)
+    WebDriverWait(signed_in, 10).until(expected_conditions.staleness_of(bar))
     query = parse_qs(urlsplit(signed_in.current_url).query)
     since, until = (dt.datetime.fromisoformat(query[k][0]) for k in ("since", "until"))
     assert dt.timedelta(0) < until - since <= dt.timedelta(hours=1) and query["action"] == ["login_failed"]
@@ -152,7 +157,8 @@ def test_planted_rows_stay_inert_in_list_detail_and_live_view(signed_in: webdriv
     assert cell.text == XSS_SCRIPT  # shown as text
     assert any("\\u202e" in td.text for td in signed_in.find_elements(By.CSS_SELECTOR, "td.user"))
     cell.find_element(By.XPATH, "../td[@class='more']/a").click()
-    WebDriverWait(signed_in, 10).until(lambda d: "/events/" in d.current_url)
+    WebDriverWait(signed_in, 10).until(expected_conditions.staleness_of(cell))
+    assert "/events/" in signed_in.current_url
     assert "javascript:window.__xss=3" in signed_in.find_element(By.CSS_SELECTOR, "pre.json").text
     assert not signed_in.find_elements(By.CSS_SELECTOR, "a[href^='javascript']")
     assert_inert(signed_in)
