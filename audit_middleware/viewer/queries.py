@@ -199,20 +199,23 @@ async def fetch_event(pool: asyncpg.Pool, event_id: uuid.UUID, *, schema: str, t
 
 async def fetch_newer(
     pool: asyncpg.Pool, f: ViewFilter, before: Cursor, *, schema: str, table: str, limit: int
-) -> list[AuditRow]:
-    """The ``limit`` rows just newer than ``before``, newest first (the "newer" link of the list)."""
+) -> tuple[list[AuditRow], bool]:
+    """The ``limit`` rows just newer than ``before``, newest first, and whether still newer rows exist
+    (the "newer" link of the list: one row more is read to know)."""
     args: list[Any] = []
     conditions = f.where(args)
     args.extend((before.created_at, before.id))
     conditions.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
+    args.append(limit + 1)
     sql = (
         f"SELECT {SELECT_COLUMNS} FROM {_target(schema, table)} WHERE {' AND '.join(conditions)} "
         f"ORDER BY created_at, id LIMIT ${len(args)}"
     )
     rows = [AuditRow(*r) for r in await pool.fetch(sql, *args)]
+    more = len(rows) > limit
+    rows = rows[:limit]
     rows.reverse()
-    return rows
+    return rows, more
 
 
 @dataclass(frozen=True, slots=True)

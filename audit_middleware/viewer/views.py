@@ -150,12 +150,10 @@ class Pages:
         before = request.query_params.get("before")
         after = request.query_params.get("after")
         if before:
-            rows = await fetch_newer(pool, f, Cursor.parse(before), limit=size, **kw)
-            if len(rows) < size:  # reached the newest rows: show the first page instead
+            rows, has_newer = await fetch_newer(pool, f, Cursor.parse(before), limit=size, **kw)
+            if len(rows) < size:  # fewer than a page newer: show the (full) first page instead
                 page = await fetch_page(pool, f, descending=True, page_size=size, **kw)
                 rows, has_newer = page.rows, False
-            else:
-                has_newer = True
         else:
             page = await fetch_page(
                 pool, f, descending=True, after=Cursor.parse(after) if after else None, page_size=size, **kw

@@ -137,6 +137,37 @@ async def test_newer_link_returns_to_the_previous_page(client: httpx.AsyncClient
     assert listed((await client.get(newer_url)).text) == listed(first.text)
 
 
+async def test_rows_with_the_same_time_page_both_ways_without_gaps_or_repeats(pg: PgTarget, dataset: Dataset) -> None:
+    tied = dataset.rows[0][4] - dt.timedelta(minutes=30)  # 25 rows share one created_at, across page edges
+    conn = await pg.connect()
+    try:
+        await conn.executemany(
+            f"INSERT INTO {pg.qualified} (id, action, metadata, created_at) VALUES ($1, 'tied', '{{}}', $2)",
+            [(uuid.uuid4(), tied) for _ in range(25)],
+        )
+    finally:
+        await conn.close()
+    expected = [r[0] for r in await pg.fetch("SELECT id FROM {t} ORDER BY created_at DESC, id DESC")]
+    app = create_app(dsn=pg.dsn, authorize=allow, schema=pg.schema, page_size=7)
+    async with await open_client(app) as client:
+        pages: list[list[uuid.UUID]] = []
+        url: str | None = "/"
+        while url is not None:  # older, to the end
+            html = (await client.get(url)).text
+            pages.append(listed(html))
+            url = link(html, "next")
+        assert [i for page in pages for i in page] == expected
+        back: list[list[uuid.UUID]] = [listed(html)]
+        url = link(html, "prev")
+        while url is not None:  # newer, back to the first page
+            html = (await client.get(url)).text
+            back.append(listed(html))
+            url = link(html, "prev")
+        assert back[-1] == pages[0] and [i for page in reversed(back) for i in page][:21] == expected[:21]
+        assert sorted({i for page in back for i in page}) == sorted(expected)
+    await app.state.viewer.aclose()
+
+
 # -- filters -------------------------------------------------------------------------------------
 
 
