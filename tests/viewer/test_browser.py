@@ -190,3 +190,9 @@ def test_the_live_view_shows_a_new_row(signed_in: webdriver.Chrome, base: str, p
     assert "live_probe" in row.text and "10.1.2.3" in row.text
     assert str(row.find_element(By.TAG_NAME, "a").get_attribute("href")).endswith(f"/events/{new_id}")
     assert console_errors(signed_in) == []
+
+
+def test_a_missing_chromium_fails_loudly_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match="run scripts/browser-deps"):
+        start_browser()
