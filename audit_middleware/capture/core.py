@@ -62,6 +62,9 @@ MAX_PATH = 2048
 # What a strict route answers when its event is not committed in time (both middlewares).
 UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
+# What a router answers when no view takes the path (404) or the method (405), or when it sends the client
+# to the canonical URL first (308: Werkzeug's /register -> /register/, which then records the real event)
+_ROUTER_REFUSED = (404, 405, 308)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
@@ -280,6 +283,8 @@ class AuditCore:
             action = str(computed)
         else:
             action = spec.action
+        if action in response.watching and response.route_template is None and response.status in _ROUTER_REFUSED:
+            return None  # the glue watches this action, yet the framework's router matched no view: no auth event
         if action in response.watching and response.route_template is not None:
             # The glue listens for this action and the request reached a view, yet nothing was announced:
             # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
