@@ -93,12 +93,13 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  load + indexes: {await load(conn, args.rows, args.months):.0f} s")
         newest = await conn.fetchval(f"SELECT max(created_at) FROM {TABLE}")
         busy = await conn.fetchrow(
-            f"SELECT user_id, metadata->>'ip' AS ip FROM {TABLE} WHERE user_id IS NOT NULL "
+            f"SELECT id, user_id, metadata->>'ip' AS ip FROM {TABLE} WHERE user_id IS NOT NULL "
             "AND action = 'login' ORDER BY created_at DESC LIMIT 1"
         )
     finally:
         await conn.close()
     assert busy is not None, "no login rows: the load failed"
+    user = str(busy["user_id"])
 
     async def allow(request: Any) -> bool:
         return True
@@ -148,6 +149,14 @@ async def main(args: argparse.Namespace) -> None:
             results.append((name, ms, target))
             verdict = "ok" if ms <= target else "OVER TARGET"
             print(f"  {name:<44} {ms:8.1f} ms  (target {target:.0f} ms, {size / 1024:.0f} KiB)  {verdict}")
+        day = {"since": (until - dt.timedelta(days=1)).isoformat(), "until": until.isoformat()}
+        for name, url in (
+            ("event detail", f"/events/{busy['id']}"),
+            ("investigate: the data's last 24 h", "/investigate?" + urlencode(day)),
+            ("investigate: a user's IPs (all time) + 24 h", "/investigate?" + urlencode({**day, "user": user})),
+        ):
+            ms, size = await time_get(client, url, args.repeat)
+            print(f"  {name:<44} {ms:8.1f} ms  ({size / 1024:.0f} KiB)")
         page = await client.get("/?" + urlencode({"action": "api.*"}))
         older = page.text.split('id="older" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
         ms, _ = await time_get(client, older, args.repeat)
