@@ -109,6 +109,7 @@ def serve(dsn: str, schema: str, token: str | None, *args: str) -> Iterator[str]
         process.terminate()
         process.wait(10)
         serve.last_log = log.read_text()  # type: ignore[attr-defined]
+        log.unlink()
 
 
 def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
