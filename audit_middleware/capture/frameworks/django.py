@@ -277,10 +277,25 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
         _report(carrier, action, False, identifier=_posted_name(request), source="django.view")
     elif kind == _REDIRECT:  # allauth answers an AJAX form with JSON: 200 done, 400 form errors
         ajax = "json" in str(response.get("Content-Type", "")) if hasattr(response, "get") else False
-        _report(carrier, action, 300 <= status < 400 or (ajax and 200 <= status < 300), source="django.view")
+        succeeded = 300 <= status < 400 or (ajax and 200 <= status < 300)
+        if succeeded and _token_moved(request):
+            # Django's reset confirm view only moved the e-mailed token into the session and redirected to
+            # its form (it does so for a POST too): no password was set, so no event at all
+            watch(carrier, (action,))
+            return
+        _report(carrier, action, succeeded, source="django.view")
     elif kind == _TOKEN and 200 <= status < 300 and _authenticated(request):
         # DRF authenticated the request (a verified token) and the view signed it out
         _report(carrier, action, True, getattr(request, "user", None), source="dj_rest_auth.logout")
+
+
+def _token_moved(request: Any) -> bool:
+    """Whether the view is Django's reset confirm view reached by the e-mailed token (not its form's URL)."""
+    match = getattr(request, "resolver_match", None)
+    form_token = getattr(getattr(getattr(match, "func", None), "view_class", None), "reset_url_token", None)
+    kwargs = getattr(match, "kwargs", None)
+    token = kwargs.get("token") if isinstance(kwargs, dict) else None
+    return isinstance(form_token, str) and token is not None and token != form_token
 
 
 def _pending_action(user: Any) -> str:

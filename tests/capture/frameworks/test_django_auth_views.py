@@ -85,3 +85,21 @@ def test_password_reset_request_and_reset(trail: Trail) -> None:
     ]
     assert rows[-1][2]["http"]["route"] == "/django/reset/{uidb64}/{token}/"
     trail.assert_no_secret(link.group(2), NEW)
+
+
+def test_a_post_to_the_emailed_token_url_is_no_reset(trail: Trail) -> None:
+    # PasswordResetConfirmView moves a valid token into the session and redirects (302) for any method: a form
+    # posted to the e-mailed link changes no password, and its redirect must not read as a completed reset
+    from django.core import mail
+
+    user = new_user()
+    mail.outbox = []
+    assert submit(trail, "/django/password_reset/", {"email": user.email}).status_code == 302
+    link = re.search(r"http://testserver(/django/reset/[^/]+/([^/]+)/)", str(mail.outbox[0].body))
+    assert link is not None
+    answer = trail.client.post(link.group(1), data={"new_password1": NEW, "new_password2": NEW})
+    assert answer.status_code == 302 and answer.headers["location"].endswith("/set-password/")
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD) and not user.check_password(NEW)  # nothing was reset
+    assert [(a, m["ip"]) for a, _, m in trail.rows()] == [("password_reset_requested", IP)]
+    trail.assert_no_secret(link.group(2), NEW)
