@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from ..errors import ConfigurationError, describe_failure
+from ..redaction.detectors import looks_like_token
 from ..redaction.memo import RedactionMemo
 from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chain
 from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
@@ -427,7 +428,9 @@ class AuditCore:
         metadata["auth"] = auth
         if chosen.identifier and "identifier" not in metadata:
             identifier = self.redactor.text(str(chosen.identifier).strip()[:MAX_IDENTIFIER])
-            if identifier and identifier != REDACTED:
+            # evidence can carry a name taken from a credential the request never lets us store (DRF's Basic
+            # authentication passes the Authorization header's user part, where API clients put their key)
+            if identifier and identifier != REDACTED and not looks_like_token(identifier):
                 metadata["identifier"] = identifier
 
     def _minimal(
