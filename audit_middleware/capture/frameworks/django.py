@@ -80,6 +80,7 @@ _VIEWS: dict[tuple[str, str], tuple[str, str]] = {
 }
 _DJANGO_AUTH_VIEWS = ("django.contrib.auth.", "django.contrib.admin.")
 _LOGIN_FAMILY = frozenset({"login", "login_mfa_pending", "login_pending"})
+_NO_FORM_WHEN_SIGNED_IN = frozenset({"login", "signup"})  # forms that only redirect a signed-in user
 
 
 # -- where the running request's audit data goes -----------------------------------------------------
@@ -273,6 +274,11 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if request.method != "POST" or action in reported or (action == "login" and reported & _LOGIN_FAMILY):
         return
     status = getattr(response, "status_code", 500)
+    if kind == _FORM and action in _NO_FORM_WHEN_SIGNED_IN and 300 <= status < 400 and _authenticated(request):
+        # allauth (and LoginView(redirect_authenticated_user=True)) redirect a signed-in user away from the form
+        # without checking anything, as for a double-submitted login: no attempt was made, so no row at all
+        _skip(carrier)
+        return
     if kind == _FORM:
         _report(carrier, action, False, identifier=_posted_name(request), source="django.view")
     elif kind == _REDIRECT:  # allauth answers an AJAX form with JSON: 200 done, 400 form errors
@@ -287,6 +293,13 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     elif kind == _TOKEN and 200 <= status < 300 and _authenticated(request):
         # DRF authenticated the request (a verified token) and the view signed it out
         _report(carrier, action, True, getattr(request, "user", None), source="dj_rest_auth.logout")
+
+
+def _skip(carrier: MutableMapping[str, Any]) -> None:
+    context = carrier.get(CONTEXT_KEY)
+    if not isinstance(context, AuditContext):
+        context = carrier[CONTEXT_KEY] = AuditContext()
+    context.skip()
 
 
 def _token_moved(request: Any) -> bool:

@@ -92,6 +92,17 @@ def test_wrong_password_rerendered_with_200_is_a_failed_login(trail: Trail) -> N
     trail.assert_no_secret(PASSWORD, cookie)
 
 
+def test_a_signed_in_user_posting_the_login_form_again_is_no_login_event(trail: Trail) -> None:
+    # a double-submitted login form: the second POST carries the new session, and allauth only redirects
+    # an authenticated user (RedirectAuthenticatedUserMixin) without checking any password
+    user = new_user()
+    assert login(trail, user).status_code == 302
+    assert login(trail, user, "anything").status_code == 302
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("login", str(user.pk), IP)]
+    trail.assert_no_secret(PASSWORD)
+
+
 def test_logout_confirmation_page_is_no_logout(trail: Trail) -> None:
     user = new_user()
     login(trail, user)
