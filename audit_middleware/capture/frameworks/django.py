@@ -274,6 +274,11 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if request.method != "POST" or action in reported or (action == "login" and reported & _LOGIN_FAMILY):
         return
     status = getattr(response, "status_code", 500)
+    if 300 <= status < 400 and _token_moved(request):
+        # a reset confirm view (Django's, allauth's) only moved the e-mailed token into the session and redirected
+        # to its form, for a POST too: no password was set and none was tried, so no event at all
+        watch(carrier, (action,))
+        return
     if kind == _FORM and action in _NO_FORM_WHEN_SIGNED_IN and 300 <= status < 400 and _authenticated(request):
         # allauth (and LoginView(redirect_authenticated_user=True)) redirect a signed-in user away from the form
         # without checking anything, as for a double-submitted login: no attempt was made, so no row at all
@@ -283,13 +288,7 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
         _report(carrier, action, False, identifier=_posted_name(request), source="django.view")
     elif kind == _REDIRECT:  # allauth answers an AJAX form with JSON: 200 done, 400 form errors
         ajax = "json" in str(response.get("Content-Type", "")) if hasattr(response, "get") else False
-        succeeded = 300 <= status < 400 or (ajax and 200 <= status < 300)
-        if succeeded and _token_moved(request):
-            # Django's reset confirm view only moved the e-mailed token into the session and redirected to
-            # its form (it does so for a POST too): no password was set, so no event at all
-            watch(carrier, (action,))
-            return
-        _report(carrier, action, succeeded, source="django.view")
+        _report(carrier, action, 300 <= status < 400 or (ajax and 200 <= status < 300), source="django.view")
     elif kind == _TOKEN and 200 <= status < 300 and _authenticated(request):
         # DRF authenticated the request (a verified token) and the view signed it out
         _report(carrier, action, True, getattr(request, "user", None), source="dj_rest_auth.logout")
@@ -303,12 +302,18 @@ def _skip(carrier: MutableMapping[str, Any]) -> None:
 
 
 def _token_moved(request: Any) -> bool:
-    """Whether the view is Django's reset confirm view reached by the e-mailed token (not its form's URL)."""
+    """Whether the view is a reset confirm view reached by the e-mailed token, not by its form's URL."""
     match = getattr(request, "resolver_match", None)
-    form_token = getattr(getattr(getattr(match, "func", None), "view_class", None), "reset_url_token", None)
+    view_class = getattr(getattr(match, "func", None), "view_class", None)
     kwargs = getattr(match, "kwargs", None)
-    token = kwargs.get("token") if isinstance(kwargs, dict) else None
-    return isinstance(form_token, str) and token is not None and token != form_token
+    if not isinstance(kwargs, dict):
+        return False
+    for attr, name in (("reset_url_token", "token"), ("reset_url_key", "key")):  # Django's, allauth's
+        form_token = getattr(view_class, attr, None)
+        token = kwargs.get(name)
+        if isinstance(form_token, str) and token is not None:
+            return token != form_token
+    return False
 
 
 def _pending_action(user: Any) -> str:
