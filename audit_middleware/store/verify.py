@@ -268,7 +268,7 @@ async def verify(
         checkpoint / checkpoint_hmac: from :meth:`Checkpoint.load`, to detect deleted newest digests.
 
     Raises:
-        SchemaError: the digests table does not exist.
+        SchemaError: the digests table does not exist, or row-level security filters what this role reads.
     """
     check_identifier("schema", schema)
     check_identifier("table", table)
