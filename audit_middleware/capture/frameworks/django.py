@@ -146,8 +146,13 @@ def _on_login_failed(sender: Any, credentials: Any = None, request: Any = None, 
 
 
 def _on_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
-    if user is not None:  # logout() of an anonymous session: nobody was signed out
+    if user is not None:
         _report(request, "logout", True, user, source="django.user_logged_out")
+        return
+    # logout() of an anonymous session: Django says nobody was signed out, so no logout row on any view
+    carrier = _django_carrier(request) if request is not None else current_carrier.get()
+    if carrier is not None:
+        watch(carrier, ("logout",))
 
 
 def _on_signal(action: str, succeeded: bool, source: str) -> Callable[..., None]:

@@ -103,3 +103,14 @@ def test_a_post_to_the_emailed_token_url_is_no_reset(trail: Trail) -> None:
     assert user.check_password(PASSWORD) and not user.check_password(NEW)  # nothing was reset
     assert [(a, m["ip"]) for a, _, m in trail.rows()] == [("password_reset_requested", IP)]
     trail.assert_no_secret(link.group(2), NEW)
+
+
+def test_logout_of_nobody_by_a_projects_own_view_is_no_logout(trail: Trail) -> None:
+    # the example project's own logout view (not one the glue knows) calls logout() for an anonymous client:
+    # Django announces that nobody was signed out, so the 204 must not read as a logout
+    user = new_user()
+    assert trail.client.post("/accounts/logout/").status_code == 204
+    assert trail.client.post("/accounts/login/", json={"username": user.username, "password": PASSWORD}).is_success
+    assert trail.client.post("/accounts/logout/").status_code == 204
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("login", str(user.pk), IP), ("logout", str(user.pk), IP)]
