@@ -85,13 +85,16 @@ def _identifier_from(body: Any) -> str | None:
 
 def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -> AuthEvidence | None:
     """The evidence that decides the event: the one about the matched route's own action, else the first
-    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login)."""
+    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login). An action
+    that failed and then succeeded in the same request (a view trying the name as a username, then as an
+    e-mail) succeeded."""
     wanted = spec.action if spec is not None and isinstance(spec.action, str) else None
-    for evidence in reported:
-        if evidence.action == wanted:
-            return evidence
-    first = reported[0] if reported else None
-    if wanted == "signup" and first is not None and first.action == "login" and first.succeeded:
+    first = next((e for e in reported if e.action == wanted), reported[0] if reported else None)
+    if first is None:
+        return None
+    if not first.succeeded:
+        first = next((e for e in reported if e.action == first.action and e.succeeded), first)
+    if first.action != wanted and wanted == "signup" and first.action == "login" and first.succeeded:
         # a sign-up view that signs the new user in (Django's login()): nothing announces the sign-up
         # itself, and the user signed in is the one just created
         return replace(first, action="signup")
