@@ -507,3 +507,15 @@ async def test_row_level_security_cannot_hide_a_planted_row_from_the_verifying_r
         await pruned_chain.sql(f"DROP OWNED BY {role}")
         await pruned_chain.sql(f"DROP ROLE {role}")
     assert (await pruned_chain.verify()).counts == {"unrecorded": 1}  # a role that bypasses the policy sees it
+
+
+async def test_rows_older_than_the_horizon_written_after_the_prune_pass_as_pruned(pruned_chain: Target) -> None:
+    # The documented blind spot: a batch written after a prune with rows older than its cutoff (a spool replayed
+    # late, a host whose clock is behind) looks like one a later prune emptied; deleting it is counted, not caught.
+    # Its rows are at +0..+3 s, before the genuine stub's cutoff (+4 s).
+    await pruned_chain.write([make_rows(SIZE, start=0)])
+    late = "(SELECT max(seq) FROM {d})"
+    await attack(pruned_chain, [f"DELETE FROM {{t}} WHERE id IN (SELECT unnest(ids) FROM {{d}} WHERE seq = {late})"])
+    report = await pruned_chain.verify()
+    assert report.ok
+    assert report.pruned_missing == SIZE
