@@ -279,6 +279,11 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if request.method != "POST" or action in reported or (action == "login" and reported & _LOGIN_FAMILY):
         return
     status = getattr(response, "status_code", 500)
+    if status == 403 and _csrf_refused(request):
+        # the CSRF check refused the POST before the view checked anything (a cross-site page posting the form
+        # with a name of its choice from its visitors' browsers): it reached no auth view, so no auth event
+        _skip(carrier)
+        return
     if 300 <= status < 400 and _token_moved(request):
         # a reset confirm view (Django's, allauth's) only moved the e-mailed token into the session and redirected
         # to its form, for a POST too: no password was set and none was tried, so no event at all
@@ -304,6 +309,13 @@ def _skip(carrier: MutableMapping[str, Any]) -> None:
     if not isinstance(context, AuditContext):
         context = carrier[CONTEXT_KEY] = AuditContext()
     context.skip()
+
+
+def _csrf_refused(request: Any) -> bool:
+    """Whether Django's CSRF check (middleware or ``csrf_protect``) refused the request: it marks the ones it
+    accepts, and skips only views marked exempt."""
+    func = getattr(getattr(request, "resolver_match", None), "func", None)
+    return not getattr(request, "csrf_processing_done", False) and not getattr(func, "csrf_exempt", False)
 
 
 def _token_moved(request: Any) -> bool:

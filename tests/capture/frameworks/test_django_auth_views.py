@@ -114,3 +114,14 @@ def test_logout_of_nobody_by_a_projects_own_view_is_no_logout(trail: Trail) -> N
     assert trail.client.post("/accounts/logout/").status_code == 204
     rows = trail.rows()
     assert [(a, u, m["ip"]) for a, u, m in rows] == [("login", str(user.pk), IP), ("logout", str(user.pk), IP)]
+
+
+def test_a_login_post_refused_by_csrf_is_no_failed_login(trail: Trail) -> None:
+    # a cross-site page makes visitors' browsers post Django's login form with a name it chose: the CSRF check
+    # refuses it (403) before any password is checked. Stored as login_failed, every visitor's IP would show a
+    # failed sign-in as "admin", a brute force that never happened.
+    user = new_user()
+    assert trail.client.post("/admin/login/", data={"username": "admin", "password": "x"}).status_code == 403
+    assert submit(trail, "/admin/login/", {"username": user.username, "password": "wrong"}).status_code == 200
+    rows = trail.rows()
+    assert [(a, m["ip"], m.get("identifier")) for a, _, m in rows] == [("login_failed", IP, user.username)]
