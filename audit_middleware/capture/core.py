@@ -63,6 +63,9 @@ MAX_PATH = 2048
 # What a strict route answers when its event is not committed in time (both middlewares).
 UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
+# What a router answers when no view takes the path (404) or the method (405), or when it sends the client
+# to the canonical URL first (308: Werkzeug's /register -> /register/, which then records the real event)
+_ROUTER_REFUSED = (404, 405, 308)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
@@ -152,6 +155,7 @@ class AuditCore:
             raise ConfigurationError("pass either a MiddlewareConfig or keyword options, not both")
         self.config = config
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
+        self._user_keys = frozenset(config.routes or ())  # RouteMatch.key of the user's own routes
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
         self._memo = RedactionMemo(self.redactor)
@@ -204,10 +208,18 @@ class AuditCore:
         return self.routes.match(method, path)
 
     def rematch(self, method: str, template: str | None, before: RouteMatch | None) -> RouteMatch | None:
-        """Prefer the route matching the framework's own template (known after the app returned)."""
+        """Prefer the route matching the framework's own template (known after the app returned).
+
+        The user's routes always win over the preset: when the request's path matched one of them, a
+        preset route matching the template does not replace it (a template can lack a prefix the path
+        has, as FastAPI 0.137-0.165 route objects do under ``include_router(prefix=...)``: ``/login`` for
+        a route the user mapped as ``"POST /auth/cookie/login": "cookie_login"`` or ``None``).
+        """
         if template:
             found = self.routes.match(method, template)
-            if found is not None:
+            if found is not None and (
+                before is None or found.key in self._user_keys or before.key not in self._user_keys
+            ):
                 return found
         return before
 
@@ -284,6 +296,8 @@ class AuditCore:
             action = str(computed)
         else:
             action = spec.action
+        if action in response.watching and response.route_template is None and response.status in _ROUTER_REFUSED:
+            return None  # the glue watches this action, yet the framework's router matched no view: no auth event
         if action in response.watching and response.route_template is not None:
             # The glue listens for this action and the request reached a view, yet nothing was announced:
             # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
