@@ -283,7 +283,11 @@ class AuditCore:
         if context is not None and context.action:
             return context.action
         if evidence is not None:  # the framework said what happened: it beats anything the response suggests
-            return evidence.action if evidence.succeeded else (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
+            if evidence.succeeded:
+                return evidence.action
+            if spec is not None and spec.failed_action and spec.action == evidence.action:
+                return spec.failed_action  # the route's own name for its failure
+            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action

@@ -242,3 +242,15 @@ def test_wsgi_evidence_decides_the_outcome() -> None:
         audited.close()
     assert (event.action, event.user_id, event.metadata["identifier"]) == ("login_failed", None, "mallory")
     audited.sink.assert_no_secret(PASSWORD)
+
+
+async def test_a_routes_own_failed_action_names_an_announced_failure(writer: AuditWriter, sink: MemorySink) -> None:
+    def react(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=False, identifier="mallory", source="django.user_login_failed")
+
+    routes = {"POST /accounts/login/": {"action": "login", "failed_action": "login_denied"}}
+    async with client(AuditMiddleware(view(react), writer=writer, routes=routes)) as c:
+        await c.post("/accounts/login/", data={"login": "mallory"})
+    await writer.flush()
+    [event] = sink.events
+    assert (event.action, event.metadata["identifier"]) == ("login_denied", "mallory")
