@@ -329,7 +329,7 @@ def _token_moved(request: Any) -> bool:
         form_token = getattr(view_class, attr, None)
         token = kwargs.get(name)
         if isinstance(form_token, str) and token is not None:
-            return token != form_token
+            return str(token) != form_token
     return False
 
 
