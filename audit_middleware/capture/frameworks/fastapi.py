@@ -49,6 +49,9 @@ HOOK_ACTIONS: dict[str, str] = {
 }
 """fastapi-users ``UserManager`` hook -> the action it proves (in the preset's vocabulary)."""
 _WRAPPED = "__audit_middleware_hook__"
+# Hooks of requests anyone can make for any e-mail: their user is the subject, not who performed the action
+# (the user_id column); the e-mail is the row's identifier, an authenticated requester is still named.
+_SUBJECT_ONLY = frozenset({"on_after_forgot_password", "on_after_request_verify"})
 
 
 def audit_user(
@@ -118,7 +121,8 @@ def _reporting(hook: Callable[..., Awaitable[Any]], name: str, action: str) -> C
         else:
             wanted = True
         if wanted and not _already_reported(request, action):
-            report_auth(request, action, succeeded=True, user=user, source=source)
+            actor = None if name in _SUBJECT_ONLY else user
+            report_auth(request, action, succeeded=True, user=actor, source=source)
         return await hook(self, user, *args, **kwargs)
 
     setattr(reported, _WRAPPED, True)
