@@ -173,6 +173,8 @@ class AuditMiddleware(CoreMiddleware):
                     exchange.body_complete = True
             elif kind == "http.disconnect":
                 exchange.disconnected = True
+                if not exchange.body_complete:  # gone mid-body: what the app does next (Starlette's
+                    exchange.interrupted = True  # ClientDisconnect, FastAPI's 400) is no outcome of the request
             return message
 
         async def send_with_audit(message: Message) -> None:
@@ -306,6 +308,7 @@ class AuditMiddleware(CoreMiddleware):
                 body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
+                interrupted=exchange.interrupted,
             )
             headers = exchange.response_headers
             response = ResponseInfo(
@@ -318,6 +321,7 @@ class AuditMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=error,
                 route_template=template,
+                routed=True if template is not None else _routed(scope),
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
             )
             context = scope.get(CONTEXT_KEY)
@@ -381,6 +385,15 @@ class AuditMiddleware(CoreMiddleware):
                 await self._stop_writer()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _routed(scope: Scope) -> bool | None:
+    """With no route template: False if a framework router ran and matched nothing, None if nothing tells.
+
+    Starlette and FastAPI set ``scope["router"]`` when their router runs, and ``scope["route"]`` only on a
+    match (a Mount alone is no match); Litestar sets ``litestar_app``, and ``path_template`` only on a match.
+    """
+    return False if "router" in scope or "litestar_app" in scope else None
 
 
 def _template(scope: Scope, root_path: str) -> str | None:

@@ -37,8 +37,9 @@ from .identity import (
     user_from_response,
     user_id_of,
 )
-from .preset import AUTH_PRESET
-from .routing import RouteMatch, RouteSpec, compile_routes
+from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, response_outcome
+from .preset import AUTH_PRESET, Corroborated
+from .routing import RouteMatch, RouteSpec, compile_routes, normalize_path
 
 __all__ = [
     "AuditCore",
@@ -62,6 +63,26 @@ UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+_UNROUTED = (404, 405)
+_ATTEMPT = "_attempt"  # a preset action whose outcome nothing tells: login_attempt, signup_attempt...
+_MFA_PENDING_ACTION = "login_mfa_pending"
+_DISCONNECTED = {"outcome": "client_disconnected"}
+
+
+def _reached(request: RequestInfo, response: ResponseInfo) -> bool:
+    """Whether a 404/405 came from a view rather than the router: ``//login`` never reaches the login view.
+
+    The framework knows (its matched route); without it, a 405 is the router's (the method was refused
+    before any view), and a 404 on a path that is not in normal form (``//login``, ``/./login``,
+    ``/api/../login``, ``/login/``) is the router's too.
+    """
+    if response.routed is not None:
+        return response.routed and response.status != 405
+    if response.status == 405:
+        return False
+    return normalize_path(request.path) == request.path
 
 
 def _text(value: bytes | str) -> str:
@@ -131,6 +152,8 @@ class AuditCore:
             raise ConfigurationError("pass either a MiddlewareConfig or keyword options, not both")
         self.config = config
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
+        # The preset's specs, by identity: its routes are guesses, so they record less when in doubt.
+        self._preset = frozenset(id(spec) for spec in AUTH_PRESET.values()) if config.preset else frozenset()
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
         self._memo = RedactionMemo(self.redactor)
@@ -191,13 +214,17 @@ class AuditCore:
         return before
 
     def wants_body(self, match: RouteMatch | None) -> bool:
-        """Whether to keep a prefix of the request body for this match."""
-        return self.config.capture_body and (match is None or match.spec is None or match.spec.body is not False)
+        """Whether to keep a prefix of the request body for this match (to store, or to corroborate a preset row)."""
+        spec = match.spec if match is not None else None
+        if spec is not None and type(spec.action) is Corroborated:
+            return True  # read by the check; stored only with capture_body
+        return self.config.capture_body and (spec is None or spec.body is not False)
 
     def wants_response_body(self, match: RouteMatch | None) -> bool:
-        """Whether to peek at the response body (login-type routes, to find the user)."""
+        """Whether to keep the response headers and peek at a JSON body (login-type routes: the user and the
+        outcome; corroborated preset rows: what the app answered)."""
         spec = match.spec if match is not None else None
-        return spec is not None and spec.user_from_response and self.config.user_from_response
+        return spec is not None and (spec.user_from_response or getattr(spec.action, "peek", False))
 
     # -- events (after the response) -----------------------------------------------------------
 
@@ -216,11 +243,13 @@ class AuditCore:
             spec = match.spec if match is not None else None
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
-            action = self._action(request, response, spec, context)
+            action, auth, trusted = self._action(request, response, spec, context)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context)))
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, trusted)))
             event.metadata = self._metadata(request, response, match, spec, context, event)
+            if auth is not None:
+                event.metadata["auth"] = auth
             if self._chain is not None:
                 result = self._chain(event.metadata)
                 if result is None:
@@ -238,28 +267,58 @@ class AuditCore:
 
     def _action(
         self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
-    ) -> str | None:
+    ) -> tuple[str | None, dict[str, Any] | None, bool]:
+        """(action or None for no row, ``metadata.auth`` or None, whether a successful response may name the user)."""
         if context is not None and context.action:
-            return context.action
+            return context.action, None, True
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
-                return self.config.unmapped_action
-            return None
+                return self.config.unmapped_action, None, True
+            return None, None, False
         action: str
         if callable(spec.action):
             computed = spec.action(request, response)
             if computed is None:
-                return None
+                return None, None, False
             action = str(computed)
         else:
             action = spec.action
+        guess = id(spec) in self._preset
+        if guess and response.status in _UNROUTED and not _reached(request, response):
+            return None, None, False  # the router answered (//login, /api/../login): no auth view ran
+        if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
+            return (action + _ATTEMPT if guess else action), _DISCONNECTED, False
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
-        if outcome and self._failed(response):
-            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
-        return action
+        if not outcome:
+            return action, None, True
+        failed = spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
+        if response.exception is not None and not response.completed:
+            return failed, None, False
+        if action in FORM_ACTIONS and response.headers and response.status is not None:
+            # The status alone does not tell: form stacks answer a wrong password with 200 and the form again
+            signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
+            verdict, reason = response_outcome(action, request, response, self.config.failure_status, signed_in)
+            if verdict is SUCCEEDED:
+                return action, None, True
+            if verdict is FAILED:
+                below = response.status < self.config.failure_status
+                return failed, ({"source": "response", "outcome": FAILED, "reason": reason} if below else None), False
+            if verdict is MFA_PENDING:
+                return _MFA_PENDING_ACTION, {"source": "response", "outcome": MFA_PENDING, "reason": reason}, False
+            if guess:  # the preset guessed the route and the response cannot tell: record the attempt only
+                return action + _ATTEMPT, {"source": "response", "outcome": "unknown", "reason": reason}, False
+            return action, None, True  # the user's own route: its status stands
+        if self._failed(response):
+            return failed, None, False
+        return action, None, True
 
     def _user(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        trusted: bool = True,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
@@ -270,7 +329,8 @@ class AuditCore:
         if known is not None:
             return known
         if (
-            spec is not None
+            trusted
+            and spec is not None
             and spec.user_from_response
             and self.config.user_from_response
             and response.status is not None
@@ -322,7 +382,10 @@ class AuditCore:
         template = response.route_template or (match.template if match is not None else None)
         path = route_path(request.path, request.root_path)[:MAX_PATH]
         status = response.status
-        if status is None and response.exception is not None:
+        exception = response.exception
+        if request.interrupted:  # the client left mid-body: it got no answer, and the app's error is its echo
+            status = exception = None
+        elif status is None and exception is not None:
             status = 500
         http: dict[str, Any] = {
             "method": request.method[:16],
@@ -331,9 +394,9 @@ class AuditCore:
             "status": status,
             "duration_ms": round(response.duration * 1000, 3),
         }
-        if response.exception is not None:
-            http["exception"] = response.exception[:200]
-        if response.disconnected and not response.completed:
+        if exception is not None:
+            http["exception"] = exception[:200]
+        if request.interrupted or (response.disconnected and not response.completed):
             http["outcome"] = "client_disconnected"
         metadata: dict[str, Any] = {
             "ip": ip,
@@ -351,7 +414,7 @@ class AuditCore:
         if headers:
             metadata["headers"] = headers
         body: Any = None
-        if request.body_size and self.wants_body(match):
+        if request.body_size and self.config.capture_body and (spec is None or spec.body is not False):
             allow = spec.body if spec is not None and isinstance(spec.body, tuple) else None
             body = metadata["body"] = redactor.body(
                 content_type,

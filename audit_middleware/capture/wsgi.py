@@ -302,6 +302,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
+                interrupted=exchange.interrupted,
             )
             response = ResponseInfo(
                 status=exchange.status,
@@ -313,6 +314,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=exchange.error,
                 route_template=template,
+                routed=True if template is not None else None,
                 user=user_after or environ.get(USER_KEY),
             )
             context = environ.get(CONTEXT_KEY)

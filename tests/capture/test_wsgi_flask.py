@@ -48,7 +48,7 @@ class FlaskAudit:
             audit_context(request).update(item=item_id)
             return "", 204
 
-        @app.post("/reset")
+        @app.post("/forgot-password")
         def crash() -> str:
             raise RuntimeError("mail server down")
 
@@ -101,7 +101,7 @@ def test_flask_url_rule_becomes_the_route_template(flask_audit: FlaskAudit) -> N
 
 
 def test_view_exception_handled_by_flask_is_a_500_failure(flask_audit: FlaskAudit) -> None:
-    assert flask_audit.post("/reset", json={"email": "ann@example.com"}).status_code == 500
+    assert flask_audit.post("/forgot-password", json={"email": "ann@example.com"}).status_code == 500
     [event] = flask_audit.events()
     assert (event.action, event.metadata["http"]["status"]) == ("password_reset_requested_failed", 500)
 
@@ -134,7 +134,7 @@ def test_a_user_callable_that_raises_never_breaks_the_request() -> None:
         middleware.close(5)
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
     [event] = sink.events
-    assert (event.action, event.user_id) == ("login", None)
+    assert (event.action, event.user_id) == ("login_attempt", None)  # no user, no credential: only an attempt
 
 
 # -- the example app, end to end on real PostgreSQL ------------------------------------------------
