@@ -37,7 +37,7 @@ def answered(status: int, *headers: tuple[bytes, bytes], body: Any = b"", user: 
 def recorded(request: RequestInfo, response: ResponseInfo, **options: Any) -> tuple[str, Any, Any]:
     core = AuditCore(**options)
     event = core.build_event(request, response, core.match(request.method, request.path))
-    assert event is not None
+    assert event is not None and event.metadata is not None
     return event.action, event.user_id, event.metadata.get("auth")
 
 

@@ -140,7 +140,10 @@ async def test_a_raw_app_404_on_the_login_path_itself_is_a_failed_login(writer: 
 
 # -- item 11: the client left mid-body ---------------------------------------------------------------
 
-CUT = [{"type": "http.request", "body": b"username=ann&pass", "more_body": True}, {"type": "http.disconnect"}]
+CUT: list[dict[str, Any]] = [
+    {"type": "http.request", "body": b"username=ann&pass", "more_body": True},
+    {"type": "http.disconnect"},
+]
 
 
 async def body_login(request: Request) -> PlainTextResponse:
