@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import add_commands
 
     add_commands(commands, _add_dsn)
+    from .routes import add_command as add_routes
+
+    add_routes(commands)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
@@ -195,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    dsn = _dsn(args, parser)
+    dsn = _dsn(args, parser) if getattr(args, "needs_dsn", True) else ""
     try:
         if getattr(args, "run", None) is not None:  # operator commands (cli_ops.py)
             return int(args.run(args, dsn))
