@@ -120,6 +120,7 @@ class AuditMiddleware(CoreMiddleware):
             strict_timeout=strict_timeout,
         )
         self.writer, self._owns_writer = self._compile(config).make_writer()
+        self._announce(self.writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

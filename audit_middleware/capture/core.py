@@ -55,6 +55,7 @@ logger = logging.getLogger("audit_middleware.middleware")
 
 MSG_AUDIT_FAILED = "auditing %s %s failed (%s); recorded a minimal event (%s failures so far)"
 MSG_HOOK_FAILED = "audit %s failed (%s); the request is unaffected (%s failures so far)"
+MSG_STARTED = "audit middleware: %s routes audited (%s user routes + %s preset rows) into %s%s"
 WARN_EVERY = 10.0
 MAX_USER_AGENT = 512
 MAX_PATH = 2048
@@ -131,6 +132,33 @@ class CoreMiddleware:
     def config(self) -> MiddlewareConfig:
         """The validated configuration."""
         return self.core.config
+
+    def _announce(self, writer: Any) -> None:
+        """Say once, at startup, where rows go and how many routes are audited (the user's, the preset's)."""
+        config = self.core.config
+        user_routes = {key for key, value in (config.routes or {}).items() if value is not None}
+        preset_rows = len(set(AUTH_PRESET) - set(config.routes or ())) if config.preset else 0
+        logger.info(
+            MSG_STARTED,
+            len(user_routes) + preset_rows,
+            len(user_routes),
+            preset_rows,
+            _target_table(writer, config),
+            f", and every other request as {config.unmapped_action!r}" if config.audit_unmapped else "",
+        )
+
+
+def _target_table(writer: Any, config: MiddlewareConfig) -> str:
+    """``schema.table`` of the writer (or of the one the middleware will build from its options)."""
+    found = getattr(writer, "config", None)
+    if found is None:
+        from ..writer.config import WriterConfig
+
+        try:
+            found = WriterConfig.from_env(dsn=config.dsn, **dict(config.writer_options))
+        except Exception:  # (the writer built later says what is wrong with its options)
+            return "the writer's table"
+    return f"{found.schema}.{found.table}"
 
 
 class AuditCore:

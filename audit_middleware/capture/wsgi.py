@@ -109,6 +109,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
             trusted_proxies = tuple(trusted_proxies)
         config = MiddlewareConfig.from_options(dsn=dsn, routes=routes, trusted_proxies=trusted_proxies, **options)
         self.writer = _background(writer, self._compile(config))
+        self._announce(writer if isinstance(writer, AuditWriter) else None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until this process's recorded events are written (tests, scripts; not in a request)."""
