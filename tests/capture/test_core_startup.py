@@ -11,6 +11,7 @@ from audit_middleware.capture.asgi import AuditMiddleware
 from audit_middleware.capture.preset import PRESET_TABLE
 from audit_middleware.capture.wsgi import AuditWSGIMiddleware
 from audit_middleware.testing import MemorySink
+from tests.asgi_helpers import ok_app
 
 LOGGER = "audit_middleware.middleware"
 
@@ -22,7 +23,7 @@ def started(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_the_asgi_middleware_names_its_table_and_its_routes(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, LOGGER)
     routes = {"POST /export": "export_data", "DELETE /items/{id}": "item_deleted", "GET /health": None}
-    AuditMiddleware(None, dsn="postgresql://localhost/app", routes=routes, writer_options={"table": "audit"})
+    AuditMiddleware(ok_app(), dsn="postgresql://localhost/app", routes=routes, writer_options={"table": "audit"})
     rows = len(PRESET_TABLE)
     assert started(caplog) == [
         f"audit middleware: {rows + 2} routes audited (2 user routes + {rows} preset rows) into public.audit"
