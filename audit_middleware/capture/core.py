@@ -37,7 +37,7 @@ from .identity import (
     user_from_response,
     user_id_of,
 )
-from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, response_outcome
+from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, TOKEN_ACTIONS, response_outcome
 from .preset import AUTH_PRESET, Corroborated
 from .routing import RouteMatch, RouteSpec, compile_routes, normalize_path
 
@@ -67,6 +67,8 @@ _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a
 
 
 _UNROUTED = (404, 405)
+_UNASKED: Any = object()  # (_action's third value) nobody looked for the user in the response yet
+_UNTRUSTED: Any = object()  # the outcome is not a success: the response must not name the user
 _ATTEMPT = "_attempt"  # a preset action whose outcome nothing tells: login_attempt, signup_attempt...
 _MFA_PENDING_ACTION = "login_mfa_pending"
 _DISCONNECTED = {"outcome": "client_disconnected"}
@@ -271,10 +273,10 @@ class AuditCore:
             spec = match.spec if match is not None else None
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
-            action, auth, trusted = self._action(request, response, spec, context)
+            action, auth, named = self._action(request, response, spec, context)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, trusted)))
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, named)))
             event.metadata = self._metadata(request, response, match, spec, context, event)
             if auth is not None:
                 event.metadata["auth"] = auth
@@ -295,50 +297,54 @@ class AuditCore:
 
     def _action(
         self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
-    ) -> tuple[str | None, dict[str, Any] | None, bool]:
-        """(action or None for no row, ``metadata.auth`` or None, whether a successful response may name the user)."""
+    ) -> tuple[str | None, dict[str, Any] | None, Any]:
+        """(action or None for no row, ``metadata.auth`` or None, the user the response names: ``_UNASKED``
+        when not looked up yet, ``_UNTRUSTED`` when the response must not name one)."""
         if context is not None and context.action:
-            return context.action, None, True
+            return context.action, None, _UNASKED
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
-                return self.config.unmapped_action, None, True
-            return None, None, False
+                return self.config.unmapped_action, None, _UNASKED
+            return None, None, _UNTRUSTED
         action: str
         if callable(spec.action):
             computed = spec.action(request, response)
             if computed is None:
-                return None, None, False
+                return None, None, _UNTRUSTED
             action = str(computed)
         else:
             action = spec.action
         guess = id(spec) in self._preset
         if guess and response.status in _UNROUTED and not _reached(request, response):
-            return None, None, False  # the router answered (//login, /api/../login): no auth view ran
+            return None, None, _UNTRUSTED  # the router answered (//login, /api/../login): no auth view ran
         if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
-            return (action + _ATTEMPT if guess else action), _DISCONNECTED, False
+            return (action + _ATTEMPT if guess else action), _DISCONNECTED, _UNTRUSTED
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if not outcome:
-            return action, None, True
+            return action, None, _UNASKED
         failed = spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
         if response.exception is not None and not response.completed:
-            return failed, None, False
+            return failed, None, _UNTRUSTED
         if action in FORM_ACTIONS and response.headers and response.status is not None:
             # The status alone does not tell: form stacks answer a wrong password with 200 and the form again
             signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
-            verdict, reason = response_outcome(action, request, response, self.config.failure_status, signed_in)
+            named = self._response_user(response, spec) if action in TOKEN_ACTIONS else _UNASKED
+            evidence = signed_in or (named is not None and named is not _UNASKED)
+            verdict, reason = response_outcome(action, request, response, self.config.failure_status, evidence)
             if verdict is SUCCEEDED:
-                return action, None, True
+                return action, None, named
             if verdict is FAILED:
                 below = response.status < self.config.failure_status
-                return failed, ({"source": "response", "outcome": FAILED, "reason": reason} if below else None), False
+                auth = {"source": "response", "outcome": FAILED, "reason": reason} if below else None
+                return failed, auth, _UNTRUSTED
             if verdict is MFA_PENDING:
-                return _MFA_PENDING_ACTION, {"source": "response", "outcome": MFA_PENDING, "reason": reason}, False
+                return _MFA_PENDING_ACTION, {"source": "response", "outcome": MFA_PENDING, "reason": reason}, _UNTRUSTED
             if guess:  # the preset guessed the route and the response cannot tell: record the attempt only
-                return action + _ATTEMPT, {"source": "response", "outcome": "unknown", "reason": reason}, False
-            return action, None, True  # the user's own route: its status stands
+                return action + _ATTEMPT, {"source": "response", "outcome": "unknown", "reason": reason}, _UNTRUSTED
+            return action, None, _UNASKED  # the user's own route: its status stands
         if self._failed(response):
-            return failed, None, False
-        return action, None, True
+            return failed, None, _UNTRUSTED
+        return action, None, _UNASKED
 
     def _user(
         self,
@@ -346,7 +352,7 @@ class AuditCore:
         response: ResponseInfo,
         spec: RouteSpec | None,
         context: AuditContext | None,
-        trusted: bool = True,
+        named: Any = _UNASKED,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
@@ -356,9 +362,14 @@ class AuditCore:
         known = user_id_of(response.user) or user_id_of(request.user)
         if known is not None:
             return known
+        if named is _UNTRUSTED:
+            return None
+        return self._response_user(response, spec) if named is _UNASKED else named
+
+    def _response_user(self, response: ResponseInfo, spec: RouteSpec | None) -> Any:
+        """The user a successful response names, on the routes that read it (login, signup, token)."""
         if (
-            trusted
-            and spec is not None
+            spec is not None
             and spec.user_from_response
             and self.config.user_from_response
             and response.status is not None

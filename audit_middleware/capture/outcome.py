@@ -52,6 +52,7 @@ _TOKEN_KEYS = ("access_token", "access", "token", "id_token", "key", "jwt", "aut
 _USER_KEYS = ("user_id", "userId", "id", "sub", "pk", "user")
 _MFA_KEYS = ("tf_required", "mfa_required", "two_factor_required", "otp_required", "requires_mfa", "mfa_pending")
 _MFA_PATH = re.compile(r"(?:^|[/_-])(?:2fa|mfa|tf|otp|two[-_]?factor|totp)(?:[/_-]|$)", re.IGNORECASE)
+_MFA_HINT = re.compile(rb"_required|is_pending|mfa_pending")
 _MULTIPART_NAME = re.compile(rb'name="([^"\r\n]{1,100})"')
 _EXPIRED = re.compile(r"(?:^|;)\s*(?:max-age\s*=\s*0|expires\s*=\s*[^;]*19[67][0-9])", re.IGNORECASE)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -60,11 +61,12 @@ _MAX_FIELDS = 200
 
 def header(headers: Sequence[tuple[Any, Any]], name: str) -> str | None:
     """The first value of header ``name`` (lower-case) among ASGI bytes or WSGI str pairs."""
+    raw = name.encode()
     for key, value in headers:
         if type(key) is bytes:
-            if key.lower() == name.encode():
+            if key == raw or key.lower() == raw:  # (ASGI names are lower-case already: one compare)
                 return value.decode("latin-1")  # type: ignore[no-any-return]
-        elif str(key).lower() == name:
+        elif key.lower() == name:
             return str(value)
     return None
 
@@ -180,7 +182,16 @@ def _location_path(response: ResponseInfo) -> str | None:
 
 
 def _names_user(data: Any) -> bool:
-    return any(obj.get(key) not in (None, "", False) for obj in _objects(data) for key in _USER_KEYS)
+    """Whether a JSON answer names a user or carries a token (``{"user_id": ...}``, ``{"access_token": ...}``)."""
+    for obj in _objects(data):
+        for key in _USER_KEYS:
+            if obj.get(key) not in (None, "", False):
+                return True
+        for key in _TOKEN_KEYS:
+            value = obj.get(key)
+            if isinstance(value, str) and value:
+                return True
+    return False
 
 
 def response_outcome(
@@ -188,7 +199,8 @@ def response_outcome(
 ) -> tuple[str, str]:
     """(verdict, reason): what the response says about a form-type action (:data:`FORM_ACTIONS`).
 
-    ``signed_in``: the framework knows a user after the app ran and knew none before (glue, resolver).
+    ``signed_in``: a user is known after the app ran and was not before (glue, resolver), or the
+    response names one (the caller looked already: this saves a second JSON parse).
 
     The verdict is :data:`SUCCEEDED`, :data:`FAILED`, :data:`MFA_PENDING` or :data:`UNKNOWN` (the
     response cannot tell); the reason names the rule (``docs/auth-preset.md`` lists them). Needs the
@@ -197,8 +209,9 @@ def response_outcome(
     status = response.status
     if status is None:
         return UNKNOWN, "no_response"
-    data = _json(response)
-    if action == "login" and data is not None and _mfa_pending(data):
+    body = response.body
+    # (a bytes scan first: most answers have no such key, and need no JSON parse for it)
+    if action == "login" and body and _MFA_HINT.search(body) and _mfa_pending(_json(response)):
         return MFA_PENDING, "second_factor_required"  # (allauth headless answers it with 401: before the status)
     if status >= failure_status:
         return FAILED, "status"
@@ -214,13 +227,13 @@ def response_outcome(
         if action == "login" and _MFA_PATH.search(target):
             return MFA_PENDING, "redirect_to_second_factor"
         return SUCCEEDED, "redirect"
+    if signed_in:  # a user named after the view is a success, whatever page came with it
+        return SUCCEEDED, "signed_in"
     ctype = _media_type(header(response.headers, "content-type"))
     if ctype == "text/html" and is_form_post(request):
         return FAILED, "form_rerendered"  # a form POST answered with a page, not a redirect: the form again
     if action not in TOKEN_ACTIONS:
         return SUCCEEDED, "status"
-    if signed_in:
-        return SUCCEEDED, "signed_in"
-    if (data is not None and _names_user(data)) or issues_token(response) or _all(response.headers, "set-cookie"):
+    if _names_user(_json(response)) or _all(response.headers, "set-cookie") or issues_token(response):
         return SUCCEEDED, "credential"
     return UNKNOWN, "no_credential"
