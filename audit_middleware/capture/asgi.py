@@ -35,6 +35,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
+from .evidence import EVIDENCE_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -57,8 +58,9 @@ class AuditMiddleware(CoreMiddleware):
             shutdown but does not close it).
         routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
-        preset, audit_unmapped, ...: the other :class:`~audit_middleware.core.MiddlewareConfig` fields
-            (documented there and in the README).
+
+    The other keywords (``preset``, ``audit_unmapped``, ...) are the fields of
+    :class:`~audit_middleware.capture.config.MiddlewareConfig`, documented there and on the ASGI middleware page.
 
     Raises:
         ConfigurationError: an option is invalid; the message names it (an unknown keyword is a
@@ -138,7 +140,8 @@ class AuditMiddleware(CoreMiddleware):
                 await self.app(scope, receive, send)
             finally:
                 current_carrier.reset(token)
-            if CONTEXT_KEY in scope:  # a handler enriched an unmapped request: record it (status unknown)
+            if CONTEXT_KEY in scope or EVIDENCE_KEY in scope:  # a handler enriched an unmapped request, or
+                # framework glue announced an auth event on it (a custom view calling login()): record it
                 self._record(scope, None, Exchange(0), None, None, 0.0, None, None)
             return
         await self._audited(scope, receive, send, match)
@@ -324,6 +327,8 @@ class AuditMiddleware(CoreMiddleware):
                 route_template=template,
                 routed=True if template is not None else _routed(scope),
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
+                evidence=evidence_of(scope),
+                watching=watching_of(scope),
             )
             context = scope.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)

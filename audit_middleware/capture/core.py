@@ -29,6 +29,7 @@ from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chai
 from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
 from .config import HeaderPairs, MiddlewareConfig, RequestInfo, ResponseInfo, route_path
 from .context import AuditContext
+from .evidence import LOGIN_TYPE, AuthEvidence
 from .identity import (
     IDENTIFIER_FIELDS,
     MAX_IDENTIFIER,
@@ -102,6 +103,16 @@ def _identifier_from(body: Any) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()[:MAX_IDENTIFIER]
     return None
+
+
+def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -> AuthEvidence | None:
+    """The evidence that decides the event: the one about the matched route's own action, else the first
+    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login)."""
+    wanted = getattr(spec.action, "action", spec.action) if spec is not None else None  # (a Corroborated row too)
+    for evidence in reported:
+        if evidence.action == wanted:
+            return evidence
+    return reported[0] if reported else None
 
 
 class _RateLimited:
@@ -273,12 +284,16 @@ class AuditCore:
             spec = match.spec if match is not None else None
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
-            action, auth, named = self._action(request, response, spec, context)
+            evidence = _chosen_evidence(response.evidence, spec) if response.evidence else None
+            action, auth, named = self._action(request, response, spec, context, evidence)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, named)))
+            user = self._user(request, response, spec, context, evidence, named)
+            event = AuditEvent(action, self._redacted_user(user))
             event.metadata = self._metadata(request, response, match, spec, context, event)
-            if auth is not None:
+            if evidence is not None:
+                self._add_evidence(event.metadata, response.evidence, evidence)
+            elif auth is not None:
                 event.metadata["auth"] = auth
             if self._chain is not None:
                 result = self._chain(event.metadata)
@@ -296,12 +311,21 @@ class AuditCore:
         return response.status is not None and response.status >= self.config.failure_status
 
     def _action(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        evidence: AuthEvidence | None,
     ) -> tuple[str | None, dict[str, Any] | None, Any]:
         """(action or None for no row, ``metadata.auth`` or None, the user the response names: ``_UNASKED``
         when not looked up yet, ``_UNTRUSTED`` when the response must not name one)."""
         if context is not None and context.action:
             return context.action, None, _UNASKED
+        if evidence is not None:  # the framework said what happened: it beats anything the response suggests
+            if evidence.succeeded:
+                return evidence.action, None, _UNASKED
+            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action, None, _UNASKED
@@ -319,6 +343,13 @@ class AuditCore:
             return None, None, _UNTRUSTED  # the router answered (//login, /api/../login): no auth view ran
         if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
             return (action + _ATTEMPT if guess else action), _DISCONNECTED, _UNTRUSTED
+        if action in response.watching and response.route_template is not None:
+            # The glue listens for this action and the request reached a view, yet nothing was announced:
+            # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
+            # a logout confirmation page) is no auth event at all.
+            if action in LOGIN_TYPE and request.method == "POST":
+                return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+            return None, None, _UNTRUSTED
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if not outcome:
             return action, None, _UNASKED
@@ -329,8 +360,8 @@ class AuditCore:
             # The status alone does not tell: form stacks answer a wrong password with 200 and the form again
             signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
             named = self._response_user(response, spec) if action in TOKEN_ACTIONS else _UNASKED
-            evidence = signed_in or (named is not None and named is not _UNASKED)
-            verdict, reason = response_outcome(action, request, response, self.config.failure_status, evidence)
+            seen = signed_in or (named is not None and named is not _UNASKED)
+            verdict, reason = response_outcome(action, request, response, self.config.failure_status, seen)
             if verdict is SUCCEEDED:
                 return action, None, named
             if verdict is FAILED:
@@ -352,10 +383,16 @@ class AuditCore:
         response: ResponseInfo,
         spec: RouteSpec | None,
         context: AuditContext | None,
+        evidence: AuthEvidence | None = None,
         named: Any = _UNASKED,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
+        if evidence is not None:
+            # The user the framework signed in or out; after a failure, only an already authenticated actor
+            # (a wrong old password on a password change), never a user named by the response.
+            announced = user_id_of(evidence.user) if evidence.succeeded else None
+            return announced if announced is not None else user_id_of(response.user) or user_id_of(request.user)
         # The framework's authenticated user comes first: a response body can echo what the client sent
         # ({"id": "admin"} from a device registration on a preset "register" route), and must never rename
         # an authenticated actor. Only when nobody is known (a login, a sign-up) does the response name them.
@@ -476,6 +513,17 @@ class AuditCore:
         if context is not None and context.metadata:
             metadata.update(redactor.mapping(context.metadata))
         return metadata
+
+    def _add_evidence(self, metadata: dict[str, Any], reported: Sequence[AuthEvidence], chosen: AuthEvidence) -> None:
+        """``metadata.auth``: who announced the outcome, and every auth event of the request in order."""
+        auth: dict[str, Any] = {"evidence": [e.action if e.succeeded else e.action + self._suffix for e in reported]}
+        if chosen.source:
+            auth["source"] = chosen.source[:100]
+        metadata["auth"] = auth
+        if chosen.identifier and "identifier" not in metadata:
+            identifier = self.redactor.text(str(chosen.identifier).strip()[:MAX_IDENTIFIER])
+            if identifier and identifier != REDACTED:
+                metadata["identifier"] = identifier
 
     def _minimal(
         self,

@@ -239,7 +239,8 @@ async def iter_events(
     Args:
         conn: an asyncpg connection or pool.
         filters: which rows; all rows if None.
-        schema / table: the audit table.
+        schema: the audit table's schema.
+        table: the audit table.
         descending: newest first.
         after: start after this position (exclusive), e.g. a cursor saved from an earlier read.
         page_size: rows fetched per query; memory is bounded by one page.

@@ -64,8 +64,10 @@ class PostgresSink:
 
     Args:
         dsn: connection string (or pass ``pool`` to share one).
-        schema / table: where rows go; see ``schema.apply`` to create the table.
-        min_size / max_size: size of the sink's own pool.
+        schema: the schema rows go to.
+        table: the table rows go to; see ``init_db`` to create it.
+        min_size: the smallest size of the sink's own pool.
+        max_size: the largest size of the sink's own pool.
         timeout: seconds one command (COPY or INSERT) may take.
         connect_timeout: seconds to open a connection.
         pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
