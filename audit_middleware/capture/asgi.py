@@ -35,7 +35,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
-from .evidence import EVIDENCE_KEY, evidence_of, watching_of
+from .evidence import EVIDENCE_KEY, WATCHING_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -399,7 +399,7 @@ def _routed(scope: Scope) -> bool | None:
     Starlette and FastAPI set ``scope["router"]`` when their router runs, and ``scope["route"]`` only on a
     match (a Mount alone is no match); Litestar sets ``litestar_app``, and ``path_template`` only on a match.
     """
-    return False if "router" in scope or "litestar_app" in scope else None
+    return False if "router" in scope or "litestar_app" in scope or WATCHING_KEY in scope else None
 
 
 def _template(scope: Scope, root_path: str) -> str | None:

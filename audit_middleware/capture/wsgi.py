@@ -38,7 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
-from .evidence import EVIDENCE_KEY, evidence_of, watching_of
+from .evidence import EVIDENCE_KEY, WATCHING_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 from .wsgi_io import (
     AuditedResponse,
@@ -317,7 +317,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=exchange.error,
                 route_template=template,
-                routed=True if template is not None else None,
+                routed=True if template is not None else (False if WATCHING_KEY in environ else None),
                 user=user_after or environ.get(USER_KEY),
                 evidence=evidence_of(environ),
                 watching=watching_of(environ),
