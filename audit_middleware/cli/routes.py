@@ -232,4 +232,4 @@ def add_command(commands: Any) -> None:
     )
     routes.add_argument("app", metavar="module:attr", help="the app, as given to uvicorn or gunicorn")
     routes.add_argument("--audited", action="store_true", help="only the routes that are recorded")
-    routes.set_defaults(run=_run, needs_dsn=False)
+    routes.set_defaults(run=_run)
