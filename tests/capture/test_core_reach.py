@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 from audit_middleware import AuditWriter
 from audit_middleware.capture.asgi import AuditMiddleware
+from audit_middleware.capture.evidence import watch
 from audit_middleware.capture.wsgi import AuditWSGIMiddleware
 from audit_middleware.testing import MemorySink
 from tests.asgi_helpers import Driver, http_scope, ok_app, read_body
@@ -267,3 +268,28 @@ def test_wsgi_a_complete_body_is_no_disconnect(flask_login: tuple[AuditWSGIMiddl
     middleware.flush(5)
     [event] = sink.events
     assert "outcome" not in event.metadata["http"] and event.metadata["http"]["status"] == 200
+
+
+def _wsgi_404(watching: bool) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if watching:  # framework glue that found no route: it watches, and sets no ROUTE_KEY
+            watch(environ, ["login"])
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found"]
+
+    return app
+
+
+@pytest.mark.parametrize(("watching", "actions"), [(True, []), (False, ["login_failed"])])
+def test_wsgi_glue_that_resolved_no_route_means_the_router_answered(watching: bool, actions: list[str]) -> None:
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(_wsgi_404(watching), writer=AuditWriter(sink=sink))
+    try:
+        start_response, _calls = start_response_recorder()
+        result = middleware(environ_for("POST", "/login"), start_response)
+        b"".join(result)
+        result.close()  # type: ignore[attr-defined]
+        middleware.flush(5)
+    finally:
+        middleware.close(5)
+    assert sink.actions() == actions
