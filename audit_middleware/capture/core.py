@@ -38,7 +38,7 @@ from .identity import (
     user_from_response,
     user_id_of,
 )
-from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, TOKEN_ACTIONS, response_outcome
+from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, TOKEN_ACTIONS, mfa_hint, response_outcome
 from .preset import AUTH_PRESET, Corroborated
 from .routing import RouteMatch, RouteSpec, compile_routes, normalize_path
 
@@ -305,11 +305,6 @@ class AuditCore:
         except Exception as exc:
             return self._minimal(request, response, match, action, exc)
 
-    def _failed(self, response: ResponseInfo) -> bool:
-        if response.exception is not None and not response.completed:  # after a complete response (a failing
-            return True  # background task), the outcome is what the client received; http.exception says the rest
-        return response.status is not None and response.status >= self.config.failure_status
-
     def _action(
         self,
         request: RequestInfo,
@@ -353,19 +348,23 @@ class AuditCore:
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if not outcome:
             return action, None, _UNASKED
-        failed = spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
-        if response.exception is not None and not response.completed:
-            return failed, None, _UNTRUSTED
-        if action in FORM_ACTIONS and response.headers and response.status is not None:
+        if response.exception is not None and not response.completed:  # (after a complete response, a failing
+            # background task, the outcome is what the client received; http.exception says the rest)
+            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+        status = response.status
+        if action in FORM_ACTIONS and response.headers and status is not None:
             # The status alone does not tell: form stacks answer a wrong password with 200 and the form again
-            signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
             named = self._response_user(response, spec) if action in TOKEN_ACTIONS else _UNASKED
+            if named is not None and named is not _UNASKED and 200 <= status < 300 and not mfa_hint(response.body):
+                return action, None, named  # the usual JSON login: the response names who signed in
+            signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
             seen = signed_in or (named is not None and named is not _UNASKED)
             verdict, reason = response_outcome(action, request, response, self.config.failure_status, seen)
             if verdict is SUCCEEDED:
                 return action, None, named
+            failed = spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
             if verdict is FAILED:
-                below = response.status < self.config.failure_status
+                below = status < self.config.failure_status
                 auth = {"source": "response", "outcome": FAILED, "reason": reason} if below else None
                 return failed, auth, _UNTRUSTED
             if verdict is MFA_PENDING:
@@ -373,8 +372,8 @@ class AuditCore:
             if guess:  # the preset guessed the route and the response cannot tell: record the attempt only
                 return action + _ATTEMPT, {"source": "response", "outcome": "unknown", "reason": reason}, _UNTRUSTED
             return action, None, _UNASKED  # the user's own route: its status stands
-        if self._failed(response):
-            return failed, None, _UNTRUSTED
+        if status is not None and status >= self.config.failure_status:
+            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
         return action, None, _UNASKED
 
     def _user(

@@ -34,6 +34,7 @@ __all__ = [
     "clears_cookie",
     "header",
     "issues_token",
+    "mfa_hint",
     "request_cookie_names",
     "response_outcome",
 ]
@@ -52,7 +53,6 @@ _TOKEN_KEYS = ("access_token", "access", "token", "id_token", "key", "jwt", "aut
 _USER_KEYS = ("user_id", "userId", "id", "sub", "pk", "user")
 _MFA_KEYS = ("tf_required", "mfa_required", "two_factor_required", "otp_required", "requires_mfa", "mfa_pending")
 _MFA_PATH = re.compile(r"(?:^|[/_-])(?:2fa|mfa|tf|otp|two[-_]?factor|totp)(?:[/_-]|$)", re.IGNORECASE)
-_MFA_HINT = re.compile(rb"_required|is_pending|mfa_pending")
 _MULTIPART_NAME = re.compile(rb'name="([^"\r\n]{1,100})"')
 _EXPIRED = re.compile(r"(?:^|;)\s*(?:max-age\s*=\s*0|expires\s*=\s*[^;]*19[67][0-9])", re.IGNORECASE)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -171,6 +171,11 @@ def _mfa_pending(data: Any) -> bool:
     return False
 
 
+def mfa_hint(body: bytes) -> bool:
+    """Whether a response body may announce a pending second factor (a bytes scan before any JSON parse)."""
+    return bool(body) and (b"_required" in body or b"is_pending" in body or b"mfa_pending" in body)
+
+
 def _location_path(response: ResponseInfo) -> str | None:
     location = header(response.headers, "location")
     if location is None:
@@ -209,9 +214,7 @@ def response_outcome(
     status = response.status
     if status is None:
         return UNKNOWN, "no_response"
-    body = response.body
-    # (a bytes scan first: most answers have no such key, and need no JSON parse for it)
-    if action == "login" and body and _MFA_HINT.search(body) and _mfa_pending(_json(response)):
+    if action == "login" and mfa_hint(response.body) and _mfa_pending(_json(response)):
         return MFA_PENDING, "second_factor_required"  # (allauth headless answers it with 401: before the status)
     if status >= failure_status:
         return FAILED, "status"
