@@ -244,3 +244,22 @@ def test_the_vocabulary_has_the_second_factor_stage_and_the_docs_list_every_acti
     assert "login_mfa_pending" in AUTH_ACTIONS and "login_attempt" in AUTH_ACTIONS
     page = DOC.read_text()
     assert all(f"| `{action}` |" in page for action in AUTH_ACTIONS)
+
+
+@pytest.mark.anyio
+async def test_corroboration_reads_the_body_even_when_bodies_are_not_stored() -> None:
+    from audit_middleware import AuditWriter
+    from audit_middleware.capture.asgi import AuditMiddleware
+    from audit_middleware.testing import MemorySink
+    from tests.asgi_helpers import client, ok_app
+
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    app = AuditMiddleware(ok_app(201), writer=writer, capture_body=False)
+    async with client(app) as c:
+        await c.post("/register", data={"email": "ann@example.com", "password": "pw-Zq8#kL2!vX"})
+        await c.post("/api/devices/register", json={"device_id": "d1"})
+    await writer.aclose()
+    [event] = sink.events
+    assert event.action == "signup" and "body" not in event.metadata
+    sink.assert_no_secret("pw-Zq8#kL2!vX")
