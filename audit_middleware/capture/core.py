@@ -72,7 +72,6 @@ _UNASKED: Any = object()  # (_action's third value) nobody looked for the user i
 _UNTRUSTED: Any = object()  # the outcome is not a success: the response must not name the user
 _ATTEMPT = "_attempt"  # a preset action whose outcome nothing tells: login_attempt, signup_attempt...
 _MFA_PENDING_ACTION = "login_mfa_pending"
-_DISCONNECTED = {"outcome": "client_disconnected"}
 
 
 def _reached(request: RequestInfo, response: ResponseInfo) -> bool:
@@ -337,7 +336,7 @@ class AuditCore:
         if guess and response.status in _UNROUTED and not _reached(request, response):
             return None, None, _UNTRUSTED  # the router answered (//login, /api/../login): no auth view ran
         if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
-            return (action + _ATTEMPT if guess else action), _DISCONNECTED, _UNTRUSTED
+            return (action + _ATTEMPT if guess else action), {"outcome": "client_disconnected"}, _UNTRUSTED
         if action in response.watching and response.route_template is not None:
             # The glue listens for this action and the request reached a view, yet nothing was announced:
             # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
