@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from ..errors import ConfigurationError, describe_failure
@@ -63,6 +64,9 @@ MAX_PATH = 2048
 # What a strict route answers when its event is not committed in time (both middlewares).
 UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
+# What a router answers when no view takes the path (404) or the method (405), or when it sends the client
+# to the canonical URL first (308: Werkzeug's /register -> /register/, which then records the real event)
+_ROUTER_REFUSED = (404, 405, 308)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
@@ -111,7 +115,12 @@ def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -
     for evidence in reported:
         if evidence.action == wanted:
             return evidence
-    return reported[0] if reported else None
+    first = reported[0] if reported else None
+    if wanted == "signup" and first is not None and first.action == "login" and first.succeeded:
+        # a sign-up view that signs the new user in (Django's login()): nothing announces the sign-up
+        # itself, and the user signed in is the one just created
+        return replace(first, action="signup")
+    return first
 
 
 class _RateLimited:
@@ -335,6 +344,8 @@ class AuditCore:
         guess = id(spec) in self._preset
         if guess and response.status in _UNROUTED and not _reached(request, response):
             return None, None, _UNTRUSTED  # the router answered (//login, /api/../login): no auth view ran
+        if action in response.watching and response.route_template is None and response.status in _ROUTER_REFUSED:
+            return None, None, _UNTRUSTED  # the glue watches this action, yet its router matched no view
         if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
             return (action + _ATTEMPT if guess else action), {"outcome": "client_disconnected"}, _UNTRUSTED
         if action in response.watching and response.route_template is not None:

@@ -165,6 +165,25 @@ async def test_watching_other_actions_leaves_the_response_to_decide(writer: Audi
     assert event.action == "login_failed"
 
 
+@pytest.mark.parametrize("status", [404, 405, 308])
+async def test_a_watched_action_the_router_refused_records_nothing(
+    writer: AuditWriter, sink: MemorySink, status: int
+) -> None:
+    def react(scope: dict[str, Any]) -> None:  # Flask-Security 5 answers GET /logout with 405: no view ran
+        watch(scope, {"logout"})
+
+    await record(writer, sink, view(react, status=status), "GET", "/logout")
+    assert sink.events == []
+
+
+async def test_a_refused_request_the_glue_does_not_watch_keeps_the_response_outcome(
+    writer: AuditWriter, sink: MemorySink
+) -> None:
+    await record(writer, sink, view(lambda scope: None, status=405), "GET", "/logout")
+    [event] = sink.events
+    assert event.action == "logout_failed"
+
+
 # -- the reporting functions ---------------------------------------------------------------------------
 
 
