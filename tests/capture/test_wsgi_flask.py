@@ -179,13 +179,14 @@ def test_flask_example_writes_its_auth_flow_to_postgres(empty_schema: PgTarget) 
     assert password not in text and app.config["LAST_RESET_TOKEN"] not in text.replace("{token}", "")
 
 
-def test_a_redirect_to_itself_is_no_failure_without_flask_login() -> None:
-    """Without Flask-Login a sign-in announces nothing, so the redirect back to /login proves nothing."""
+def test_a_redirect_to_itself_without_flask_login_is_the_fallbacks_failure() -> None:
+    """Without Flask-Login a sign-in announces nothing: the response decides, and a redirect back to the form
+    is the Flask-Login tutorial's failure (docs/auth-preset.md, "How the outcome is decided")."""
     app = Flask(__name__)
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
-        return redirect("/login")  # e.g. the page then says "you are signed in"
+        return redirect("/login")  # as the tutorial answers a wrong password (flash, then back to the form)
 
     sink = MemorySink()
     middleware = AuditWSGIMiddleware(app.wsgi_app, writer=AuditWriter(sink=sink))
@@ -196,7 +197,7 @@ def test_a_redirect_to_itself_is_no_failure_without_flask_login() -> None:
         middleware.flush(5)
     finally:
         middleware.close(5)
-    assert [event.action for event in sink.events] == ["login"]
+    assert [event.action for event in sink.events] == ["login_failed"]
 
 
 def test_a_post_werkzeug_redirects_to_the_canonical_url_is_recorded_once() -> None:
@@ -205,6 +206,7 @@ def test_a_post_werkzeug_redirects_to_the_canonical_url_is_recorded_once() -> No
 
     @app.post("/register/")
     def register() -> tuple[dict[str, str], int]:
+        request.get_json()  # (a sign-up reads its form: the preset's /register needs the password field seen)
         return {"id": UID}, 201
 
     sink = MemorySink()
@@ -213,7 +215,7 @@ def test_a_post_werkzeug_redirects_to_the_canonical_url_is_recorded_once() -> No
     install_flask(app)
     try:
         response = app.test_client().post(
-            "/register", json={"email": "ann@example.com"}, follow_redirects=True, buffered=True
+            "/register", json={"email": "ann@example.com", "password": PASSWORD}, follow_redirects=True, buffered=True
         )
         middleware.flush(5)
     finally:
