@@ -46,6 +46,7 @@ MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
 _UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", UNAVAILABLE_RETRY_AFTER.encode())]
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
+_FASTAPI_ROUTE_CONTEXT = "effective_route_context"  # scope["fastapi"][...] on FastAPI >= 0.137
 
 
 class AuditMiddleware(CoreMiddleware):
@@ -403,11 +404,18 @@ def _routed(scope: Scope) -> bool | None:
 
 
 def _template(scope: Scope, root_path: str) -> str | None:
-    """The framework's matched route template (mount prefix included), if it told us.
+    """The framework's matched route template (router prefixes and mount included), if it told us.
 
     Starlette and FastAPI leave the route in ``scope["route"]``; Litestar leaves the template
     (``/users/{user_id}``) in ``scope["path_template"]``; framework glue (Django's, which knows only
     its URLconf's route) leaves one under ``ROUTE_KEY``.
+
+    FastAPI >= 0.137 no longer copies a router's routes under ``include_router(prefix=...)``: one
+    ``APIRoute`` serves every prefix it is included under, so its ``path`` is ``/login`` for both
+    ``/auth/jwt/login`` and ``/auth/cookie/login``. The prefixed template is then only on the route
+    context FastAPI leaves in ``scope["fastapi"]`` (what its own telemetry, Sentry and Apitally read),
+    taken only when it describes the very route that ran (a mount inside an included router leaves the
+    mount's context behind).
     """
     route = scope.get("route")
     if route is None:
@@ -416,6 +424,11 @@ def _template(scope: Scope, root_path: str) -> str | None:
     if type(route).__name__ in _NOT_ROUTES:
         return None
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    included = scope.get("fastapi")
+    if included:
+        context = included.get(_FASTAPI_ROUTE_CONTEXT) if isinstance(included, dict) else None
+        if context is not None and getattr(context, "original_route", None) is route:
+            path_format = getattr(context, "path_format", None) or path_format
     if not isinstance(path_format, str) or not path_format.startswith("/"):
         return None
     final_root = scope.get("root_path", "")

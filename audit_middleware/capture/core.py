@@ -203,6 +203,7 @@ class AuditCore:
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
         # The preset's specs, by identity: its routes are guesses, so they record less when in doubt.
         self._preset = frozenset(id(spec) for spec in AUTH_PRESET.values()) if config.preset else frozenset()
+        self._user_keys = frozenset(config.routes or ())  # RouteMatch.key of the user's own routes
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
         self._memo = RedactionMemo(self.redactor)
@@ -255,10 +256,18 @@ class AuditCore:
         return self.routes.match(method, path)
 
     def rematch(self, method: str, template: str | None, before: RouteMatch | None) -> RouteMatch | None:
-        """Prefer the route matching the framework's own template (known after the app returned)."""
+        """Prefer the route matching the framework's own template (known after the app returned).
+
+        The user's routes always win over the preset: when the request's path matched one of them, a
+        preset route matching the template does not replace it (a template can lack a prefix the path
+        has, as FastAPI 0.137-0.165 route objects do under ``include_router(prefix=...)``: ``/login`` for
+        a route the user mapped as ``"POST /auth/cookie/login": "cookie_login"`` or ``None``).
+        """
         if template:
             found = self.routes.match(method, template)
-            if found is not None:
+            if found is not None and (
+                before is None or found.key in self._user_keys or before.key not in self._user_keys
+            ):
                 return found
         return before
 
