@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands, _add_dsn)
     from .routes import add_command as add_routes
+    from .spool import add_commands as add_spool_commands
 
     add_routes(commands)
+    add_spool_commands(commands)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
