@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_routes(commands)
     add_spool_commands(commands)
+    from .serve import add_command as add_serve  # the web viewer (its imports wait for the command)
+
+    add_serve(commands, _add_dsn)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
