@@ -339,11 +339,18 @@ class AuditCore:
         if context is not None and context.action:
             return context.action, None, _UNASKED
         if evidence is not None:  # the framework said what happened: it beats anything the response suggests
+            # ...except the name of a route the user mapped themselves ("POST /auth/cookie/login": "cookie_login"):
+            # the user's routes always win; the evidence then decides only the outcome and the user.
+            own = (
+                spec.action
+                if spec is not None and isinstance(spec.action, str) and id(spec) not in self._preset
+                else None
+            )
             if evidence.succeeded:
-                return evidence.action, None, _UNASKED
-            if spec is not None and spec.failed_action and spec.action == evidence.action:
+                return own or evidence.action, None, _UNASKED
+            if spec is not None and spec.failed_action and (own is not None or spec.action == evidence.action):
                 return spec.failed_action, None, _UNTRUSTED  # the route's own name for its failure
-            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+            return ((own or evidence.action) + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action, None, _UNASKED

@@ -257,3 +257,28 @@ async def test_a_routes_own_failed_action_names_an_announced_failure(writer: Aud
     await writer.flush()
     [event] = sink.events
     assert (event.action, event.metadata["identifier"]) == ("login_denied", "mallory")
+
+
+async def test_a_route_the_user_named_keeps_its_name_and_takes_the_outcome_from_evidence(sink: MemorySink) -> None:
+    # "The user's routes always win": a route mapped by hand keeps its action; the evidence decides the outcome
+    # and the user (fastapi-users' AuditedUserManager reports "login" on a route the user calls "cookie_login").
+    writer = AuditWriter(sink=sink)
+
+    def succeeds(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=True, user=UID)
+
+    def fails(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=False, identifier="mallory")
+
+    try:
+        for react in (succeeds, fails):
+            app = AuditMiddleware(view(react), writer=writer, routes={"POST /auth/cookie/login": "cookie_login"})
+            async with client(app) as c:
+                await c.post("/auth/cookie/login", data={"username": "alice"})
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    assert [(e.action, str(e.user_id) if e.user_id else None) for e in sink.events] == [
+        ("cookie_login", UID),
+        ("cookie_login_failed", None),
+    ]
