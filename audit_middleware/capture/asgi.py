@@ -60,7 +60,7 @@ class AuditMiddleware(CoreMiddleware):
         dsn: PostgreSQL DSN for the middleware's own writer (default ``AUDIT_DSN``).
         writer: an existing :class:`~audit_middleware.AuditWriter` to share (the middleware flushes it on
             shutdown but does not close it).
-        routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
+        routes: ``{"METHOD /path": action | spec | callable | None}``; see docs/asgi.md, "Routes".
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
 
     The other keywords (``preset``, ``audit_unmapped``, ...) are the fields of

@@ -26,7 +26,7 @@ HeaderPairs = Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MiddlewareConfig:
-    """Options of ``AuditMiddleware`` and ``AuditWSGIMiddleware`` (see the README for each).
+    """Options of ``AuditMiddleware`` and ``AuditWSGIMiddleware`` (each is described in docs/configuration.md).
 
     Attributes:
         dsn: PostgreSQL DSN for the middleware's own writer (or ``AUDIT_DSN``); ignored with ``writer``.

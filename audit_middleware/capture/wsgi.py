@@ -83,7 +83,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
             (the WSGI way to share one buffer), a callable building an ``AuditWriter`` (called once per
             process, so each forked worker gets its own), or an ``AuditWriter`` not started yet (for a
             single-process server: it runs on the middleware's thread, which closes it).
-        routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
+        routes: ``{"METHOD /path": action | spec | callable | None}``; see docs/asgi.md, "Routes".
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
         **options: the other :class:`~audit_middleware.core.MiddlewareConfig` fields.
 
