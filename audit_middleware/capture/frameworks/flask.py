@@ -221,12 +221,16 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
 
 def _pending_second_factor(app: Any) -> Any:
     """The user a Flask-Security login left waiting for the second factor (``tf_user_id`` in the session:
-    its login view clears it first and sets it only after a correct password), else None."""
+    its login view clears it first and sets it only after a correct password), else None.
+
+    Only when the session was written during this request: a POST turned away before the view ran (a
+    missing CSRF token under ``unauth_csrf``) leaves an earlier attempt's ``tf_user_id`` in place, and
+    that is no correct password now."""
     from flask import session
 
     try:
         uniquifier = session.get("tf_user_id")
-        if not uniquifier:
+        if not uniquifier or not session.modified:
             return None
         found = app.extensions["security"].datastore.find_user(fs_uniquifier=uniquifier)
         return user_id_of(found)
