@@ -252,6 +252,12 @@ def _connect_flask_login(app: Any) -> None:
             report_auth(environ, "login", succeeded=True, user=user_id_of(user), source="flask_login.user_logged_in")
 
     def logged_out(sender: Any, user: Any = None, **extra: Any) -> None:
+        try:
+            anonymous = user is None or getattr(user, "is_authenticated", True) is False
+        except Exception:  # a broken user object must not break the logout
+            anonymous = False
+        if anonymous:  # logout_user() with nobody signed in (a view without @login_required) signs nobody out
+            return
         environ = _carrier()
         if environ is not None:
             report_auth(environ, "logout", succeeded=True, user=user_id_of(user), source="flask_login.user_logged_out")
