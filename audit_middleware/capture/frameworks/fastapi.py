@@ -114,7 +114,8 @@ def _reporting(hook: Callable[..., Awaitable[Any]], name: str, action: str) -> C
         # afterwards), even if sending the e-mail then fails.
         if name == "on_after_update":
             changes = args[0] if args else kwargs.get("update_dict")
-            wanted = isinstance(changes, dict) and "password" in changes
+            # a password set to null is in update_dict too, yet fastapi-users leaves the password alone
+            wanted = isinstance(changes, dict) and changes.get("password") is not None
         else:
             wanted = True
         if wanted and not _already_reported(request, action):

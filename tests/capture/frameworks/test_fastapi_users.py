@@ -233,6 +233,18 @@ async def test_password_set_through_users_me_is_a_password_change(users_app: Use
     assert_no_secret(found, token, new_password)
 
 
+
+async def test_a_null_password_in_users_me_is_no_password_change(users_app: UsersApp, pg: PgTarget) -> None:
+    """``{"password": null}`` reaches ``on_after_update``'s ``update_dict`` (fastapi-users dumps what was set,
+    None included) yet leaves the password as it was: no password changed, no row."""
+    async with audited_client(users_app.app, pg) as c:
+        await register(c)
+        token = await bearer_login(c)
+        unchanged = await c.patch("/users/me", json={"password": None}, headers={"authorization": f"Bearer {token}"})
+        still = await c.post("/auth/jwt/login", data={"username": EMAIL, "password": PASSWORD})
+    assert unchanged.status_code == 200 and still.status_code == 200
+    assert [row.action for row in await rows(pg)] == ["signup", "login", "login"]
+
 # -- the user's routes win (FastAPI >= 0.137 drops the prefix from scope["route"].path) --------------
 
 
