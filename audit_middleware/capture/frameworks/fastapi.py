@@ -118,8 +118,13 @@ def _reporting(hook: Callable[..., Awaitable[Any]], name: str, action: str) -> C
             wanted = isinstance(changes, dict) and changes.get("password") is not None
         else:
             wanted = True
+        named = user
+        if name == "on_after_update" and request is not None and "id" in request.path_params:
+            # PATCH /users/{id}: a superuser acting on another account. The row names who performed the action
+            # (the authenticated actor, from audit_user), never the account acted upon.
+            named = None
         if wanted and not _already_reported(request, action):
-            report_auth(request, action, succeeded=True, user=user, source=source)
+            report_auth(request, action, succeeded=True, user=named, source=source)
         return await hook(self, user, *args, **kwargs)
 
     setattr(reported, _WRAPPED, True)

@@ -233,7 +233,6 @@ async def test_password_set_through_users_me_is_a_password_change(users_app: Use
     assert_no_secret(found, token, new_password)
 
 
-
 async def test_a_null_password_in_users_me_is_no_password_change(users_app: UsersApp, pg: PgTarget) -> None:
     """``{"password": null}`` reaches ``on_after_update``'s ``update_dict`` (fastapi-users dumps what was set,
     None included) yet leaves the password as it was: no password changed, no row."""
@@ -244,6 +243,34 @@ async def test_a_null_password_in_users_me_is_no_password_change(users_app: User
         still = await c.post("/auth/jwt/login", data={"username": EMAIL, "password": PASSWORD})
     assert unchanged.status_code == 200 and still.status_code == 200
     assert [row.action for row in await rows(pg)] == ["signup", "login", "login"]
+
+
+async def test_a_superuser_setting_another_users_password_never_names_the_account_acted_upon(
+    users_app: UsersApp, pg: PgTarget
+) -> None:
+    """``PATCH /users/{id}`` runs the same ``on_after_update`` hook with the *target* user; the row's user is who
+    performed the action (the table contract), never the account acted upon. The route is unmapped, so
+    ``audit_user`` (audited requests only) does not name the superuser either: the row records less."""
+    from sqlalchemy import update
+
+    from tests.fastapi_users_app import User
+
+    new_password = "set by the admin 9!"
+    async with audited_client(users_app.app, pg) as c:
+        admin_id = await register(c, "admin@example.com")  # (not named: see above)
+        bob_id = await register(c, "bob@example.com")
+        async with users_app.engine.begin() as conn:
+            await conn.execute(update(User).where(User.id == admin_id).values(is_superuser=True))
+        token = await bearer_login(c, "admin@example.com")
+        changed = await c.patch(
+            f"/users/{bob_id}", json={"password": new_password}, headers={"authorization": f"Bearer {token}"}
+        )
+    assert changed.status_code == 200
+    found = await rows(pg)
+    change = by_action(found, "password_change")
+    assert change.user_id is None and "user_ref" not in change.metadata
+    assert_no_secret(found, token, new_password)
+
 
 # -- the user's routes win (FastAPI >= 0.137 drops the prefix from scope["route"].path) --------------
 
