@@ -297,6 +297,10 @@ class AuditMiddleware(CoreMiddleware):
             if template is None and exchange.status in _REDIRECTS and "router" in scope and "route" not in scope:
                 return None  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
             method = scope["method"]
+            if template is None and exchange.status == 404 and "router" in scope and "route" not in scope:
+                # Starlette's router took no route (//login, an unserved prefix): no view ran, so the path's
+                # resemblance to an auth endpoint proves nothing. The user's own routes still record.
+                match = core.user_match(match)
             match = core.rematch(method, template, match)
             client = scope.get("client")
             request = RequestInfo(

@@ -219,6 +219,10 @@ class AuditCore:
                 return found
         return before
 
+    def user_match(self, match: RouteMatch | None) -> RouteMatch | None:
+        """``match`` if it is one of the user's own routes, else None (a preset guess)."""
+        return match if match is not None and match.key in self._user_keys else None
+
     def wants_body(self, match: RouteMatch | None) -> bool:
         """Whether to keep a prefix of the request body for this match."""
         return self.config.capture_body and (match is None or match.spec is None or match.spec.body is not False)

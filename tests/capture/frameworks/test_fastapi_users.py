@@ -150,6 +150,17 @@ async def test_cookie_login_with_a_wrong_password_is_login_failed(users_app: Use
     assert_no_secret([failed], PASSWORD)
 
 
+async def test_a_login_path_no_route_takes_is_no_auth_event(users_app: UsersApp, pg: PgTarget) -> None:
+    """``//auth/jwt/login`` and an unserved prefix are answered 404 by FastAPI's router: no view checked a
+    password, so they are no failed logins (they would inflate the failed-login counts ``stats`` shows)."""
+    form = {"username": EMAIL, "password": "not-" + PASSWORD}
+    async with audited_client(users_app.app, pg) as c:
+        assert (await c.post("//auth/jwt/login", data=form)).status_code == 404
+        assert (await c.post("/auth/nowhere/login", data=form)).status_code == 404
+        assert (await c.post("/auth/jwt/login", data=form)).status_code == 400  # the real view: a failed login
+    assert [row.action for row in await rows(pg)] == ["login_failed"]
+
+
 # -- password reset --------------------------------------------------------------------------------------
 
 
