@@ -30,8 +30,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection, Request
 
+from ...errors import ConfigurationError
 from ..context import AUDITED_KEY
 from ..evidence import EVIDENCE_KEY, report_auth
 from ._common import remember_user
@@ -65,6 +67,10 @@ def audit_user(
             ``user_id``, ``identity``): ``lambda user: user.username`` for the OAuth2 tutorial's ``User``.
             An id that is neither a UUID nor an integer is stored as ``metadata.user_ref``.
 
+    Raises:
+        ConfigurationError: ``dependency`` is a security scheme (``OAuth2PasswordBearer``, ``APIKeyHeader``...):
+            it returns the credential, not the user.
+
     Returns:
         A dependency for ``Depends(...)`` (in ``dependencies=[...]`` of a route, router or the app). It
         costs nothing beyond ``dependency`` itself (which FastAPI caches per request) and touches only
@@ -73,6 +79,14 @@ def audit_user(
     Example:
         >>> app = FastAPI(dependencies=[Depends(audit_user(current_user_optional))])  # doctest: +SKIP
     """
+
+    if isinstance(dependency, SecurityBase):
+        # OAuth2PasswordBearer, APIKey*: they return the credential itself, and an opaque token named as the user
+        # would be stored as metadata.user_ref (the redactor knows JWTs, not random tokens)
+        raise ConfigurationError(
+            f"audit_user() takes the dependency that returns the user (the tutorial's get_current_user), "
+            f"not the security scheme {type(dependency).__name__}, which returns the credential"
+        )
 
     # A default, not Annotated[...]: under postponed annotations FastAPI resolves an annotation in the module's
     # globals, where this closure's ``dependency`` does not exist.
