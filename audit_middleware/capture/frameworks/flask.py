@@ -24,7 +24,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..context import AUDITED_KEY, INSTALLED_KEY, ROUTE_KEY
+from ..context import AUDITED_KEY, INSTALLED_KEY, ROUTE_KEY, audit_context
 from ..evidence import EVIDENCE_KEY, LOGIN_TYPE, evidence_of, report_auth, watch
 from ..identity import user_id_of
 from ..preset import PRESET_TABLE
@@ -172,6 +172,11 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
             if rule.rule in _login_rules(app, manager):  # login_user sends user_logged_in: no signal, no login
                 watched.add("login")
         action = _SECURITY_VIEWS.get(security_view() or "")
+        if action in ("login", "signup") and request.method == "POST" and user_id_of(current) is not None:
+            # Flask-Security turns a signed-in caller away from these views without reading the form (a double
+            # submit, a cross-site POST): no password was checked, nobody signed up. Not a failed attempt either.
+            audit_context(environ).skip()
+            return
         if action == "mfa_verify" and user_id_of(current) is not None:
             action = "mfa_changed"  # a signed-in user confirming a new second factor: a change, not a sign-in
         if action is not None:

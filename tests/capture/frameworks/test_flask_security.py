@@ -299,3 +299,13 @@ def test_a_post_turned_away_before_the_login_view_is_no_pending_second_factor(pg
     finally:
         site.close()
     assert_rows(rows, [("login_mfa_pending", me), ("login_failed", None)], PASSWORD, WRONG, token)
+
+
+def test_a_signed_in_user_posting_the_login_or_signup_form_is_no_auth_event(site: AuditedFlask) -> None:
+    """Flask-Security's login and register views turn a signed-in caller away (a redirect) without reading the
+    form: no password was checked and nobody signed up, so no ``login_failed`` / ``signup_failed`` names them."""
+    login(site)
+    assert login(site, WRONG).status_code == 302  # already signed in: sent on, the password never looked at
+    form = {"email": "bob@example.com", "password": PASSWORD, "password_confirm": PASSWORD}
+    assert site.post("/register", form).status_code == 302
+    assert_rows(site.rows(), [("login", user_ref(site))], PASSWORD, WRONG)
