@@ -297,11 +297,12 @@ class AuditMiddleware(CoreMiddleware):
             if template is None and exchange.status in _REDIRECTS and "router" in scope and "route" not in scope:
                 return None  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
             method = scope["method"]
-            if template is None and exchange.status == 404 and "router" in scope and "route" not in scope:
-                # Starlette's router took no route (//login, an unserved prefix): no view ran, so the path's
-                # resemblance to an auth endpoint proves nothing. The user's own routes still record.
+            if _router_refused(scope, method, template, exchange.status):
+                # Starlette's router took no route (//login, an unserved prefix) or not this method: no view ran,
+                # so the path's resemblance to an auth endpoint proves nothing. The user's own routes still record.
                 match = core.user_match(match)
-            match = core.rematch(method, template, match)
+            else:
+                match = core.rematch(method, template, match)
             client = scope.get("client")
             request = RequestInfo(
                 method=method,
@@ -391,6 +392,17 @@ class AuditMiddleware(CoreMiddleware):
                 await self._stop_writer()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _router_refused(scope: Scope, method: str, template: str | None, status: int | None) -> bool:
+    """Starlette's router answered without a view: a 404 for a path no route takes, a 405 for a route that does
+    not take this method (``GET`` on a ``POST``-only logout)."""
+    if status == 404:
+        return template is None and "router" in scope and "route" not in scope
+    if status == 405:
+        methods = getattr(scope.get("route"), "methods", None)
+        return isinstance(methods, set | frozenset) and method not in methods
+    return False
 
 
 def _template(scope: Scope, root_path: str) -> str | None:

@@ -161,6 +161,16 @@ async def test_a_login_path_no_route_takes_is_no_auth_event(users_app: UsersApp,
     assert [row.action for row in await rows(pg)] == ["login_failed"]
 
 
+async def test_a_get_on_the_post_only_logout_route_is_no_logout(users_app: UsersApp, pg: PgTarget) -> None:
+    """fastapi-users logs out on ``POST``; FastAPI answers ``GET /auth/jwt/logout`` with 405 before any view
+    runs. Nobody was (or failed to be) signed out: no ``logout_failed`` naming the caller."""
+    async with audited_client(users_app.app, pg) as c:
+        await register(c)
+        token = await bearer_login(c)
+        assert (await c.get("/auth/jwt/logout", headers={"authorization": f"Bearer {token}"})).status_code == 405
+    assert [row.action for row in await rows(pg)] == ["signup", "login"]
+
+
 # -- password reset --------------------------------------------------------------------------------------
 
 
