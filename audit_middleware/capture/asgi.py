@@ -298,7 +298,7 @@ class AuditMiddleware(CoreMiddleware):
                 return None  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
             method = scope["method"]
             if _router_refused(scope, method, template, exchange.status):
-                # Starlette's router took no route (//login, an unserved prefix) or not this method: no view ran,
+                # The router took no route (//login, an unserved prefix) or not this method: no view ran,
                 # so the path's resemblance to an auth endpoint proves nothing. The user's own routes still record.
                 match = core.user_match(match)
             else:
@@ -395,8 +395,11 @@ class AuditMiddleware(CoreMiddleware):
 
 
 def _router_refused(scope: Scope, method: str, template: str | None, status: int | None) -> bool:
-    """Starlette's router answered without a view: a 404 for a path no route takes, a 405 for a route that does
-    not take this method (``GET`` on a ``POST``-only logout)."""
+    """Starlette's (or Litestar's) router answered without a view: a 404 for a path no route takes, a 405 for
+    a route that does not take this method (``GET`` on a ``POST``-only logout). Litestar's router leaves no
+    ``route_handler`` in either case."""
+    if status in (404, 405) and "litestar_app" in scope:
+        return "route_handler" not in scope
     if status == 404:
         return template is None and "router" in scope and "route" not in scope
     if status == 405:
