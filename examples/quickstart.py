@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: fastapi_app, _audit_rows
 
-from _audit_rows import database, embedded_in, how_to_look
+from _audit_rows import database, embedded_in, how_to_look, serve_viewer
 from fastapi_app import DATA_DIR, SCRIPT, demo
 
 
@@ -26,6 +26,10 @@ def main() -> None:
     print("a FastAPI app, audited with zero configuration: sign-up, login, a wrong password, logout, reset\n")
     asyncio.run(demo(dsn))
     print("\n" + how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
+    if sys.stdin.isatty():  # interactive: keep the database up and show the rows in the viewer
+        serve_viewer(dsn)
+    else:
+        print(f"browse them:   AUDIT_VIEWER_TOKEN=<16+ chars> audit-middleware serve --dsn '{dsn}'")
 
 
 if __name__ == "__main__":

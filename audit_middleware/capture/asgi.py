@@ -7,8 +7,11 @@ after a normal response, a client disconnect or an exception (status 500; the ex
 unchanged). Unaudited requests cost one cached route lookup. Nothing per request lives on ``self``.
 
 Lifespan: the writer starts on ``lifespan.startup`` and is flushed before ``lifespan.shutdown.complete``
-is forwarded; the app's own lifespan handlers keep working, and an app without lifespan support gets
-one from the middleware. Without lifespan events at all the writer starts on the first audited request.
+is forwarded; the app's own lifespan handlers keep working. Whatever the app raises reaches the server
+unchanged, also before it reads a message (a Starlette middleware failing to build): the server then
+does what it would without us (``--lifespan on`` refuses to start; ``auto`` goes on without lifespan).
+Without lifespan events the writer starts on the first audited request, and what it holds at exit is
+spooled for the next start.
 """
 
 from __future__ import annotations
@@ -360,12 +363,8 @@ class AuditMiddleware(CoreMiddleware):
             logger.error(MSG_SHUTDOWN_FAILED, type(exc).__name__, exc)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        received = False
-
         async def receive_lifespan() -> Message:
-            nonlocal received
             message = await receive()
-            received = True
             if message["type"] == "lifespan.startup":
                 self._start_writer()
             return message
@@ -375,23 +374,10 @@ class AuditMiddleware(CoreMiddleware):
                 await self._stop_writer()
             await send(message)
 
-        try:
-            await self.app(scope, receive_lifespan, send_lifespan)
-        except Exception:
-            if received:
-                raise
-            await self._own_lifespan(receive, send)  # the app does not speak lifespan: we do
-
-    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._start_writer()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self._stop_writer()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        # No fallback that answers the lifespan for the app when it raises: an app that raises before
+        # reading a message may be one without lifespan support or one whose start-up failed, and only
+        # the server, seeing the exception, knows which to assume (uvicorn --lifespan on vs auto).
+        await self.app(scope, receive_lifespan, send_lifespan)
 
 
 def _router_refused(scope: Scope, method: str, template: str | None, status: int | None) -> bool:

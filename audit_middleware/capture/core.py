@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from ..errors import ConfigurationError, describe_failure
+from ..redaction.detectors import looks_like_token
 from ..redaction.memo import RedactionMemo
 from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chain
 from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
@@ -87,13 +88,16 @@ def _identifier_from(body: Any) -> str | None:
 
 def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -> AuthEvidence | None:
     """The evidence that decides the event: the one about the matched route's own action, else the first
-    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login)."""
+    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login). An action
+    that failed and then succeeded in the same request (a view trying the name as a username, then as an
+    e-mail) succeeded."""
     wanted = spec.action if spec is not None and isinstance(spec.action, str) else None
-    for evidence in reported:
-        if evidence.action == wanted:
-            return evidence
-    first = reported[0] if reported else None
-    if wanted == "signup" and first is not None and first.action == "login" and first.succeeded:
+    first = next((e for e in reported if e.action == wanted), reported[0] if reported else None)
+    if first is None:
+        return None
+    if not first.succeeded:
+        first = next((e for e in reported if e.action == first.action and e.succeeded), first)
+    if first.action != wanted and wanted == "signup" and first.action == "login" and first.succeeded:
         # a sign-up view that signs the new user in (Django's login()): nothing announces the sign-up
         # itself, and the user signed in is the one just created
         return replace(first, action="signup")
@@ -283,7 +287,11 @@ class AuditCore:
         if context is not None and context.action:
             return context.action
         if evidence is not None:  # the framework said what happened: it beats anything the response suggests
-            return evidence.action if evidence.succeeded else (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
+            if evidence.succeeded:
+                return evidence.action
+            if spec is not None and spec.failed_action and spec.action == evidence.action:
+                return spec.failed_action  # the route's own name for its failure
+            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action
@@ -445,7 +453,9 @@ class AuditCore:
         metadata["auth"] = auth
         if chosen.identifier and "identifier" not in metadata:
             identifier = self.redactor.text(str(chosen.identifier).strip()[:MAX_IDENTIFIER])
-            if identifier and identifier != REDACTED:
+            # evidence can carry a name taken from a credential the request never lets us store (DRF's Basic
+            # authentication passes the Authorization header's user part, where API clients put their key)
+            if identifier and identifier != REDACTED and not looks_like_token(identifier):
                 metadata["identifier"] = identifier
 
     def _minimal(

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import add_commands
 
     add_commands(commands, _add_dsn)
+    from .spool import add_commands as add_spool_commands
+
+    add_spool_commands(commands)
+    from .serve import add_command as add_serve  # the web viewer (its imports wait for the command)
+
+    add_serve(commands, _add_dsn)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",

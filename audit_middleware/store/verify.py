@@ -268,17 +268,44 @@ async def verify(
         checkpoint / checkpoint_hmac: from :meth:`Checkpoint.load`, to detect deleted newest digests.
 
     Raises:
-        SchemaError: the digests table does not exist.
+        SchemaError: the digests table does not exist, or row-level security filters what this role reads.
     """
     check_identifier("schema", schema)
     check_identifier("table", table)
     secret = check_digest_key(key).reveal()
     audit, digests = f"{_q(schema)}.{_q(table)}", f"{_q(schema)}.{_q(digests_table(table))}"
     report = VerifyReport(schema=schema, table=table)
+    try:
+        chain = await _verify(conn, report, secret, audit, digests, schema, table, checkpoint)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        if "row-level security" not in str(exc):
+            raise
+        raise SchemaError(
+            f"row-level security policies filter what this role reads of {schema}.{table} or its digests, so "
+            "verify cannot see every row: run it as a role that bypasses them (superuser, or BYPASSRLS), and "
+            "ask who added the policies"
+        ) from None
+    _check_point(report, chain, checkpoint, checkpoint_hmac, secret)
+    return report
+
+
+async def _verify(
+    conn: asyncpg.Connection,
+    report: VerifyReport,
+    secret: bytes,
+    audit: str,
+    digests: str,
+    schema: str,
+    table: str,
+    checkpoint: Checkpoint | None,
+) -> _Chain:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # Only the built-in functions: a search_path set for the verifying role (ALTER ROLE ... SET) could
         # otherwise put an attacker's unnest(uuid[]) or to_char() before them and hide planted rows.
         await conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        # A row-level security policy could hide planted rows (or digests) from the verifying role alone: with
+        # row_security off, a query such a policy would filter fails instead (roles that bypass RLS are unaffected)
+        await conn.execute("SET LOCAL row_security = off")
         await use_iso_datestyle(conn)
         if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
             raise SchemaError(
@@ -312,8 +339,7 @@ async def verify(
         await _check_group(chain, fetch_rows, group)
         report.horizon = chain.horizon
         await _unrecorded(conn, report, audit, digests)
-    _check_point(report, chain, checkpoint, checkpoint_hmac, secret)
-    return report
+    return chain
 
 
 async def _check_group(chain: _Chain, fetch_rows: Any, group: list[asyncpg.Record]) -> None:

@@ -116,6 +116,21 @@ async def test_the_routes_own_action_is_chosen_among_several(writer: AuditWriter
     assert event.metadata["auth"] == {"evidence": ["signup", "login"], "source": "allauth.user_signed_up"}
 
 
+@pytest.mark.parametrize("path", ["/accounts/login/", "/welcome/magic-link"], ids=["mapped", "unmapped"])
+async def test_a_login_that_succeeded_on_a_second_try_is_a_login(
+    writer: AuditWriter, sink: MemorySink, path: str
+) -> None:
+    def react(scope: dict[str, Any]) -> None:  # a view that tries the name as a username, then as an e-mail:
+        # Django's authenticate() announces user_login_failed for the first call, then login() succeeds
+        report_auth(scope, "login", succeeded=False, identifier="alice@example.com", source="django.user_login_failed")
+        report_auth(scope, "login", succeeded=True, user=UID, source="django.user_logged_in")
+
+    await record(writer, sink, view(react, status=302), "POST", path, data={"login": "alice@example.com"})
+    [event] = sink.events
+    assert (event.action, str(event.user_id)) == ("login", UID)
+    assert event.metadata["auth"] == {"evidence": ["login_failed", "login"], "source": "django.user_logged_in"}
+
+
 async def test_evidence_on_an_unmapped_route_is_recorded(writer: AuditWriter, sink: MemorySink) -> None:
     def react(scope: dict[str, Any]) -> None:  # a custom view that calls login() itself
         report_auth(None, "login", succeeded=True, user=UID)  # found through the ContextVar
@@ -227,3 +242,15 @@ def test_wsgi_evidence_decides_the_outcome() -> None:
         audited.close()
     assert (event.action, event.user_id, event.metadata["identifier"]) == ("login_failed", None, "mallory")
     audited.sink.assert_no_secret(PASSWORD)
+
+
+async def test_a_routes_own_failed_action_names_an_announced_failure(writer: AuditWriter, sink: MemorySink) -> None:
+    def react(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=False, identifier="mallory", source="django.user_login_failed")
+
+    routes = {"POST /accounts/login/": {"action": "login", "failed_action": "login_denied"}}
+    async with client(AuditMiddleware(view(react), writer=writer, routes=routes)) as c:
+        await c.post("/accounts/login/", data={"login": "mallory"})
+    await writer.flush()
+    [event] = sink.events
+    assert (event.action, event.metadata["identifier"]) == ("login_denied", "mallory")

@@ -58,7 +58,11 @@ async def test_table_matches_the_specification(empty_schema: PgTarget) -> None:
     assert found["idx_user_audit_logs_user_ref_created_at"].endswith(
         "USING btree (((metadata ->> 'user_ref'::text)), created_at, id) WHERE (metadata ? 'user_ref'::text)"
     )
-    assert len(found) == 6
+    # The viewer's failed outcomes by time (004_failed_index.sql): a partial index of the failed rows only.
+    assert found["idx_user_audit_logs_failed_created_at"].endswith(
+        "USING btree (created_at, id) WHERE ((action)::text ~~ '%\\_failed'::text)"
+    )
+    assert len(found) == 7
 
 
 async def test_primary_key_is_id(empty_schema: PgTarget) -> None:
@@ -142,6 +146,7 @@ async def test_other_table_name_gets_its_own_index_names(empty_schema: PgTarget)
         "idx_audit_events_created_at_id",
         "idx_audit_events_user_id_created_at",
         "idx_audit_events_user_ref_created_at",
+        "idx_audit_events_failed_created_at",
     }
 
 

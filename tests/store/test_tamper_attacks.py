@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from audit_middleware.errors import ConfigurationError
+from audit_middleware.errors import ConfigurationError, SchemaError
 from audit_middleware.store.digests import compute_prune_mac, prune_batch, sign_stubs
 from audit_middleware.store.retention import prune
 from audit_middleware.store.schema.tamper import apply_digests
@@ -474,3 +475,47 @@ async def test_a_search_path_with_an_attackers_unnest_does_not_hide_a_planted_ro
         await conn.close()
     assert report.counts == {"unrecorded": 1}
     assert report.findings[0].id == planted
+
+
+async def test_row_level_security_cannot_hide_a_planted_row_from_the_verifying_role(pruned_chain: Target) -> None:
+    # verify needs only SELECT: a superuser can add a policy that hides a planted row from the verifying role
+    # alone, while every other reader (query, stats, the viewer) still sees it. verify must not report "intact".
+    planted = "00000000-0000-4000-8000-0000000000bb"
+    role = f"{pruned_chain.schema}_verifier"
+    await attack(
+        pruned_chain,
+        [
+            f"INSERT INTO {{t}} (id, action, created_at) VALUES ('{planted}', 'login', now())",
+            f"CREATE ROLE {role} LOGIN",
+            f"GRANT USAGE ON SCHEMA {pruned_chain.schema} TO {role}",
+            f"GRANT SELECT ON {{t}}, {{d}} TO {role}",
+            "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY",
+            f"CREATE POLICY hide ON {{t}} FOR SELECT TO {role} USING (id <> '{planted}')",
+        ],
+    )
+    parts = urlsplit(pruned_chain.dsn)
+    dsn = urlunsplit(parts._replace(netloc=role + "@" + parts.netloc.rpartition("@")[2]))
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval(f"SELECT count(*) FROM {pruned_chain.audit} WHERE id = '{planted}'") == 0
+            with pytest.raises(SchemaError, match="row-level security"):
+                await verify(conn, key=KEY, schema=pruned_chain.schema)
+        finally:
+            await conn.close()
+    finally:
+        await pruned_chain.sql(f"DROP OWNED BY {role}")
+        await pruned_chain.sql(f"DROP ROLE {role}")
+    assert (await pruned_chain.verify()).counts == {"unrecorded": 1}  # a role that bypasses the policy sees it
+
+
+async def test_rows_older_than_the_horizon_written_after_the_prune_pass_as_pruned(pruned_chain: Target) -> None:
+    # The documented blind spot: a batch written after a prune with rows older than its cutoff (a spool replayed
+    # late, a host whose clock is behind) looks like one a later prune emptied; deleting it is counted, not caught.
+    # Its rows are at +0..+3 s, before the genuine stub's cutoff (+4 s).
+    await pruned_chain.write([make_rows(SIZE, start=0)])
+    late = "(SELECT max(seq) FROM {d})"
+    await attack(pruned_chain, [f"DELETE FROM {{t}} WHERE id IN (SELECT unnest(ids) FROM {{d}} WHERE seq = {late})"])
+    report = await pruned_chain.verify()
+    assert report.ok
+    assert report.pruned_missing == SIZE

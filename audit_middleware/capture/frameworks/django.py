@@ -80,6 +80,7 @@ _VIEWS: dict[tuple[str, str], tuple[str, str]] = {
 }
 _DJANGO_AUTH_VIEWS = ("django.contrib.auth.", "django.contrib.admin.")
 _LOGIN_FAMILY = frozenset({"login", "login_mfa_pending", "login_pending"})
+_NO_FORM_WHEN_SIGNED_IN = frozenset({"login", "signup"})  # forms that only redirect a signed-in user
 
 
 # -- where the running request's audit data goes -----------------------------------------------------
@@ -145,8 +146,13 @@ def _on_login_failed(sender: Any, credentials: Any = None, request: Any = None, 
 
 
 def _on_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
-    if user is not None:  # logout() of an anonymous session: nobody was signed out
+    if user is not None:
         _report(request, "logout", True, user, source="django.user_logged_out")
+        return
+    # logout() of an anonymous session: Django says nobody was signed out, so no logout row on any view
+    carrier = _django_carrier(request) if request is not None else current_carrier.get()
+    if carrier is not None:
+        watch(carrier, ("logout",))
 
 
 def _on_signal(action: str, succeeded: bool, source: str) -> Callable[..., None]:
@@ -273,6 +279,21 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     if request.method != "POST" or action in reported or (action == "login" and reported & _LOGIN_FAMILY):
         return
     status = getattr(response, "status_code", 500)
+    if status == 403 and _csrf_refused(request):
+        # the CSRF check refused the POST before the view checked anything (a cross-site page posting the form
+        # with a name of its choice from its visitors' browsers): it reached no auth view, so no auth event
+        _skip(carrier)
+        return
+    if 300 <= status < 400 and _token_moved(request):
+        # a reset confirm view (Django's, allauth's) only moved the e-mailed token into the session and redirected
+        # to its form, for a POST too: no password was set and none was tried, so no event at all
+        watch(carrier, (action,))
+        return
+    if kind == _FORM and action in _NO_FORM_WHEN_SIGNED_IN and 300 <= status < 400 and _authenticated(request):
+        # allauth (and LoginView(redirect_authenticated_user=True)) redirect a signed-in user away from the form
+        # without checking anything, as for a double-submitted login: no attempt was made, so no row at all
+        _skip(carrier)
+        return
     if kind == _FORM:
         _report(carrier, action, False, identifier=_posted_name(request), source="django.view")
     elif kind == _REDIRECT:  # allauth answers an AJAX form with JSON: 200 done, 400 form errors
@@ -281,6 +302,35 @@ def _conclude(carrier: MutableMapping[str, Any], request: Any, response: Any) ->
     elif kind == _TOKEN and 200 <= status < 300 and _authenticated(request):
         # DRF authenticated the request (a verified token) and the view signed it out
         _report(carrier, action, True, getattr(request, "user", None), source="dj_rest_auth.logout")
+
+
+def _skip(carrier: MutableMapping[str, Any]) -> None:
+    context = carrier.get(CONTEXT_KEY)
+    if not isinstance(context, AuditContext):
+        context = carrier[CONTEXT_KEY] = AuditContext()
+    context.skip()
+
+
+def _csrf_refused(request: Any) -> bool:
+    """Whether Django's CSRF check (middleware or ``csrf_protect``) refused the request: it marks the ones it
+    accepts, and skips only views marked exempt."""
+    func = getattr(getattr(request, "resolver_match", None), "func", None)
+    return not getattr(request, "csrf_processing_done", False) and not getattr(func, "csrf_exempt", False)
+
+
+def _token_moved(request: Any) -> bool:
+    """Whether the view is a reset confirm view reached by the e-mailed token, not by its form's URL."""
+    match = getattr(request, "resolver_match", None)
+    view_class = getattr(getattr(match, "func", None), "view_class", None)
+    kwargs = getattr(match, "kwargs", None)
+    if not isinstance(kwargs, dict):
+        return False
+    for attr, name in (("reset_url_token", "token"), ("reset_url_key", "key")):  # Django's, allauth's
+        form_token = getattr(view_class, attr, None)
+        token = kwargs.get(name)
+        if isinstance(form_token, str) and token is not None:
+            return str(token) != form_token
+    return False
 
 
 def _pending_action(user: Any) -> str:

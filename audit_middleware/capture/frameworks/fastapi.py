@@ -51,6 +51,9 @@ HOOK_ACTIONS: dict[str, str] = {
 }
 """fastapi-users ``UserManager`` hook -> the action it proves (in the preset's vocabulary)."""
 _WRAPPED = "__audit_middleware_hook__"
+# Hooks of requests anyone can make for any e-mail: their user is the subject, not who performed the action
+# (the user_id column); the e-mail is the row's identifier, an authenticated requester is still named.
+_SUBJECT_ONLY = frozenset({"on_after_forgot_password", "on_after_request_verify"})
 
 
 def audit_user(
@@ -138,7 +141,7 @@ def _reporting(hook: Callable[..., Awaitable[Any]], name: str, action: str) -> C
             # (the authenticated actor, from audit_user), never the account acted upon.
             named = None
         if wanted and not _already_reported(request, action):
-            report_auth(request, action, succeeded=True, user=named, source=source)
+            report_auth(request, action, succeeded=True, user=None if name in _SUBJECT_ONLY else named, source=source)
         return await hook(self, user, *args, **kwargs)
 
     setattr(reported, _WRAPPED, True)

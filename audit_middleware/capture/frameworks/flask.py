@@ -286,13 +286,14 @@ def _connect_flask_security(app: Any) -> None:
     except ImportError:
         return
 
-    def reporter(action: str, signal: str, *, succeeded: bool = True) -> Callable[..., None]:
+    def reporter(action: str, signal: str, *, succeeded: bool = True, actor: bool = True) -> Callable[..., None]:
         source = f"flask_security.{signal}"
 
         def receive(sender: Any, user: Any = None, **extra: Any) -> None:
             environ = _carrier()
             if environ is not None:
-                report_auth(environ, action, succeeded=succeeded, user=user_id_of(user), source=source)
+                named = user_id_of(user) if actor else None
+                report_auth(environ, action, succeeded=succeeded, user=named, source=source)
 
         return receive
 
@@ -325,7 +326,11 @@ def _connect_flask_security(app: Any) -> None:
         (signals.user_unauthenticated, refused),
         (signals.user_registered, reporter("signup", "user_registered")),
         (signals.user_not_registered, reporter("signup", "user_not_registered", succeeded=False)),
-        (signals.reset_password_instructions_sent, reporter("password_reset_requested", "reset_instructions_sent")),
+        # anyone can ask for any e-mail's reset: its user is the subject, not who performed the action
+        (
+            signals.reset_password_instructions_sent,
+            reporter("password_reset_requested", "reset_instructions_sent", actor=False),
+        ),
         (signals.password_reset, reporter("password_reset", "password_reset")),
         (signals.password_changed, reporter("password_change", "password_changed")),
         (signals.tf_code_confirmed, reporter("mfa_verify", "tf_code_confirmed")),

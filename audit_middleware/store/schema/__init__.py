@@ -38,6 +38,7 @@ def index_names(table: str) -> dict[str, str]:
         "idx_created_at": f"idx_{table}_created_at_id",
         "idx_user_created_at": f"idx_{table}_user_id_created_at",
         "idx_user_ref_created_at": f"idx_{table}_user_ref_created_at",
+        "idx_failed": f"idx_{table}_failed_created_at",
         "default_partition": f"{table[:55]}_default",
         "fk_user": f"{table}_user_id_fkey",
     }

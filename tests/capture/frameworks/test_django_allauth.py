@@ -92,6 +92,17 @@ def test_wrong_password_rerendered_with_200_is_a_failed_login(trail: Trail) -> N
     trail.assert_no_secret(PASSWORD, cookie)
 
 
+def test_a_signed_in_user_posting_the_login_form_again_is_no_login_event(trail: Trail) -> None:
+    # a double-submitted login form: the second POST carries the new session, and allauth only redirects
+    # an authenticated user (RedirectAuthenticatedUserMixin) without checking any password
+    user = new_user()
+    assert login(trail, user).status_code == 302
+    assert login(trail, user, "anything").status_code == 302
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("login", str(user.pk), IP)]
+    trail.assert_no_secret(PASSWORD)
+
+
 def test_logout_confirmation_page_is_no_logout(trail: Trail) -> None:
     user = new_user()
     login(trail, user)
@@ -144,6 +155,23 @@ def test_password_reset_request_bad_key_and_reset(trail: Trail) -> None:
     ]
     assert rows[-1][2]["http"]["route"] == "/site/accounts/password/reset/key/{uidb36}-{key}/"
     trail.assert_no_secret(key, "new " + PASSWORD)
+
+
+def test_a_post_to_the_emailed_reset_link_is_no_reset_attempt(trail: Trail) -> None:
+    # allauth moves a valid key into the session and redirects for any method: nothing was tried, nothing failed
+    from django.core import mail
+
+    user = new_user()
+    mail.outbox = []
+    assert trail.client.post("/site/accounts/password/reset/", data={"email": user.email}).status_code == 302
+    link = re.search(r"http://testserver(/site/accounts/password/reset/key/\S+/)", str(mail.outbox[0].body))
+    assert link is not None
+    new = {"password1": "new " + PASSWORD, "password2": "new " + PASSWORD}
+    answer = trail.client.post(link.group(1), data=new)
+    assert answer.status_code == 302 and answer.headers["location"].endswith("-set-password/")
+    rows = trail.rows()
+    assert [(a, u, m["ip"]) for a, u, m in rows] == [("password_reset_requested", None, IP)]
+    trail.assert_no_secret(link.group(1).rstrip("/").rsplit("/", 1)[1], "new " + PASSWORD)
 
 
 def test_two_factor_login_records_each_stage(trail: Trail) -> None:

@@ -164,3 +164,23 @@ def test_reset_request_is_not_a_completed_reset(trail: Trail) -> None:
         "/api/auth/password/reset/confirm/",
     ]
     trail.assert_no_secret(token, NEW)
+
+
+def test_an_api_key_sent_as_basic_username_is_no_identifier(trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DRF's BasicAuthentication hands the Basic header's user part to ``authenticate()``; API clients often send
+    their key there (``key:``). The failed sign-in is recorded, but the header's credential must not become the
+    row's ``identifier`` (the header itself is never stored); a plain user name still is."""
+    import base64
+
+    from dj_rest_auth.views import UserDetailsView
+    from rest_framework.authentication import BasicAuthentication
+
+    monkeypatch.setattr(UserDetailsView, "authentication_classes", [BasicAuthentication])
+    key = "k3J9xQ2mP8vL4nR7tY6wZ5aB"  # the shape of an API key: mixed case and digits, no separator
+    for name in (key, "mallory"):
+        basic = {"Authorization": "Basic " + base64.b64encode(f"{name}:".encode()).decode()}
+        assert trail.client.get("/api/auth/user/", headers=basic).status_code in (401, 403)
+    rows = trail.rows()
+    assert summary(rows) == [("login_failed", None, IP), ("login_failed", None, IP)]
+    assert [m.get("identifier") for _, _, m in rows] == [None, "mallory"]
+    trail.assert_no_secret(key)

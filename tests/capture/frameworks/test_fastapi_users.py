@@ -174,7 +174,9 @@ async def test_a_get_on_the_post_only_logout_route_is_no_logout(users_app: Users
 # -- password reset --------------------------------------------------------------------------------------
 
 
-async def test_forgot_password_names_the_user_and_reset_with_its_token(users_app: UsersApp, pg: PgTarget) -> None:
+async def test_forgot_password_names_no_actor_and_reset_names_the_user(users_app: UsersApp, pg: PgTarget) -> None:
+    # anyone can type a user's e-mail into the reset form: the anonymous requester is not that user (user_id is
+    # "the user who performed the action"); the e-mail stays as metadata.identifier
     new_password = "an0ther correct horse!"
     async with audited_client(users_app.app, pg) as c:
         user_id = await register(c)
@@ -186,9 +188,10 @@ async def test_forgot_password_names_the_user_and_reset_with_its_token(users_app
     assert login.status_code == 200
     found = await rows(pg)
     assert [(row.action, row.user_id) for row in found[1:3]] == [
-        ("password_reset_requested", user_id),
+        ("password_reset_requested", None),
         ("password_reset", user_id),
     ]
+    assert found[1].metadata["identifier"] == EMAIL
     assert found[2].metadata["auth"]["source"] == "fastapi_users.on_after_reset_password"
     assert_from_client(found)
     assert_no_secret(found, token, new_password, login.json()["access_token"])
@@ -217,7 +220,7 @@ async def test_forgot_password_for_an_unknown_email_names_nobody(users_app: User
 # -- e-mail verification --------------------------------------------------------------------------------
 
 
-async def test_request_verify_and_verify_name_the_user(users_app: UsersApp, pg: PgTarget) -> None:
+async def test_request_verify_names_no_actor_and_verify_names_the_user(users_app: UsersApp, pg: PgTarget) -> None:
     async with audited_client(users_app.app, pg) as c:
         user_id = await register(c)
         assert (await c.post("/auth/request-verify-token", json={"email": EMAIL})).status_code == 202
@@ -227,7 +230,7 @@ async def test_request_verify_and_verify_name_the_user(users_app: UsersApp, pg: 
     assert bad.status_code == 400 and good.status_code == 200 and good.json()["is_verified"] is True
     found = await rows(pg)
     assert [(row.action, row.user_id) for row in found[1:]] == [
-        ("email_verification_requested", user_id),
+        ("email_verification_requested", None),  # an anonymous request naming an e-mail
         ("email_verified_failed", None),
         ("email_verified", user_id),
     ]
