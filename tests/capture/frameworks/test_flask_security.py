@@ -16,7 +16,7 @@ from flask_security import MailUtil, Security, SQLAlchemyUserDatastore, hash_pas
 from flask_security.models import fsqla_v2 as fsqla
 from flask_security.models.fsqla import FsModels
 from flask_sqlalchemy import SQLAlchemy
-from flask_wtf import CSRFProtect
+from flask_wtf import CSRFProtect  # type: ignore[import-untyped]
 
 from tests.conftest import PgTarget
 from tests.flask_helpers import AuditedFlask, assert_rows
@@ -279,8 +279,9 @@ def test_a_post_turned_away_before_the_login_view_is_no_pending_second_factor(pg
     """CSRF checked by ``unauth_csrf`` (Flask-Security's JSON set-up): a POST without the token never reaches the
     login view, so an earlier attempt's ``tf_user_id`` is still in the session. A wrong password sent so is no
     correct password with a second factor pending."""
-    app, security, _ = security_app(WTF_CSRF_ENABLED=True, WTF_CSRF_CHECK_DEFAULT=False)
+    app, _, _ = security_app(WTF_CSRF_ENABLED=True, WTF_CSRF_CHECK_DEFAULT=False)
     CSRFProtect(app)
+    security = app.extensions["security"]
     site = AuditedFlask(app, pg)
     try:
         with app.app_context():
