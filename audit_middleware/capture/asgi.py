@@ -38,7 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
-from .evidence import EVIDENCE_KEY, evidence_of, watching_of
+from .evidence import EVIDENCE_KEY, WATCHING_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -126,6 +126,7 @@ class AuditMiddleware(CoreMiddleware):
             strict_timeout=strict_timeout,
         )
         self.writer, self._owns_writer = self._compile(config).make_writer()
+        self._announce(self.writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -180,6 +181,8 @@ class AuditMiddleware(CoreMiddleware):
                     exchange.body_complete = True
             elif kind == "http.disconnect":
                 exchange.disconnected = True
+                if not exchange.body_complete:  # gone mid-body: what the app does next (Starlette's
+                    exchange.interrupted = True  # ClientDisconnect, FastAPI's 400) is no outcome of the request
             return message
 
         async def send_with_audit(message: Message) -> None:
@@ -300,12 +303,7 @@ class AuditMiddleware(CoreMiddleware):
             if template is None and exchange.status in _REDIRECTS and "router" in scope and "route" not in scope:
                 return None  # the router only redirected (e.g. a trailing slash): the follow-up request is audited
             method = scope["method"]
-            if _router_refused(scope, method, template, exchange.status):
-                # The router took no route (//login, an unserved prefix) or not this method: no view ran,
-                # so the path's resemblance to an auth endpoint proves nothing. The user's own routes still record.
-                match = core.user_match(match)
-            else:
-                match = core.rematch(method, template, match)
+            match = core.rematch(method, template, match)
             client = scope.get("client")
             request = RequestInfo(
                 method=method,
@@ -318,6 +316,7 @@ class AuditMiddleware(CoreMiddleware):
                 body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
+                interrupted=exchange.interrupted,
             )
             headers = exchange.response_headers
             response = ResponseInfo(
@@ -330,6 +329,7 @@ class AuditMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=error,
                 route_template=template,
+                routed=True if template is not None else _routed(scope),
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
                 evidence=evidence_of(scope),
                 watching=watching_of(scope),
@@ -380,18 +380,13 @@ class AuditMiddleware(CoreMiddleware):
         await self.app(scope, receive_lifespan, send_lifespan)
 
 
-def _router_refused(scope: Scope, method: str, template: str | None, status: int | None) -> bool:
-    """Starlette's (or Litestar's) router answered without a view: a 404 for a path no route takes, a 405 for
-    a route that does not take this method (``GET`` on a ``POST``-only logout). Litestar's router leaves no
-    ``route_handler`` in either case."""
-    if status in (404, 405) and "litestar_app" in scope:
-        return "route_handler" not in scope
-    if status == 404:
-        return template is None and "router" in scope and "route" not in scope
-    if status == 405:
-        methods = getattr(scope.get("route"), "methods", None)
-        return isinstance(methods, set | frozenset) and method not in methods
-    return False
+def _routed(scope: Scope) -> bool | None:
+    """With no route template: False if a framework router ran and matched nothing, None if nothing tells.
+
+    Starlette and FastAPI set ``scope["router"]`` when their router runs, and ``scope["route"]`` only on a
+    match (a Mount alone is no match); Litestar sets ``litestar_app``, and ``path_template`` only on a match.
+    """
+    return False if "router" in scope or "litestar_app" in scope or WATCHING_KEY in scope else None
 
 
 def _template(scope: Scope, root_path: str) -> str | None:

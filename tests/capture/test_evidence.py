@@ -194,9 +194,12 @@ async def test_a_watched_action_the_router_refused_records_nothing(
 async def test_a_refused_request_the_glue_does_not_watch_keeps_the_response_outcome(
     writer: AuditWriter, sink: MemorySink
 ) -> None:
-    await record(writer, sink, view(lambda scope: None, status=405), "GET", "/logout")
-    [event] = sink.events
-    assert event.action == "logout_failed"
+    app = AuditMiddleware(view(lambda scope: None, status=405), writer=writer, routes={"POST /export": "export_data"})
+    async with client(app) as c:
+        await c.post("/export")
+    await writer.flush()
+    [event] = sink.events  # (a refused GET /logout on the preset is no row at all: nobody was logged out)
+    assert event.action == "export_data_failed"
 
 
 # -- the reporting functions ---------------------------------------------------------------------------

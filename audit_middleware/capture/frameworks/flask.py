@@ -48,7 +48,7 @@ _SECURITY_VIEWS = {
     "two_factor_token_validation": "mfa_verify",
 }
 # Every auth action a router-refused request (404, 405) must not be recorded as: no view ran.
-_AUTH_ACTIONS = frozenset({action for _, action, _, _ in PRESET_TABLE} | {*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
+_AUTH_ACTIONS = frozenset({row.action for row in PRESET_TABLE} | {*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
 
 
 def _flask_current_user() -> Any:
