@@ -61,6 +61,10 @@ MSG_NO_TABLE = (
     "AUDIT TABLE MISSING: %s does not exist; no audit event can be stored until it does (events are spooled "
     "meanwhile, to %s). Create it with: audit-middleware init-db --dsn '%s'%s"
 )
+MSG_UNREACHABLE = (
+    "AUDIT DATABASE UNREACHABLE at %s (%s): no audit event can be stored until it answers (events are spooled "
+    "meanwhile, to %s). Check the DSN and that the server runs: audit-middleware init-db --dsn '%s' tests both"
+)
 MSG_OWN_THREAD = "audit writer: the running async library is %s, not asyncio: the writer runs on a thread of its own"
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
@@ -69,6 +73,19 @@ RESTART_DELAY = 1.0  # seconds before a failed writer task is started again (nev
 T = TypeVar("T")
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
+
+
+# SQLSTATE classes of a server that cannot be used at all: connection (08), authorization (28), no such
+# database (3D), resources (53), operator intervention such as a shutdown (57)
+_CONNECT_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether ``exc`` means the writer cannot reach or use the database (rather than a bug or a table)."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _CONNECT_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,8 +595,9 @@ class AuditWriter:
     async def _check_table(self) -> None:
         """At start, say loudly (once) if the table is missing, instead of a retry warning naming an error class.
 
-        Runs beside the writer: writes and spooling go on meanwhile. An unreachable server is left to
-        the writes' own warnings; a table dropped later is reported by the first write that misses it.
+        Runs beside the writer: writes and spooling go on meanwhile. An unreachable server is said once too
+        (then the writes' own rate-limited warnings follow); a table dropped later is reported by the first
+        write that misses it.
         """
         exists = getattr(self.sink, "table_exists", None)
         if exists is None:
@@ -588,7 +606,14 @@ class AuditWriter:
         try:
             async with asyncio.timeout(bound):
                 found = await exists()
-        except Exception:
+        except Exception as exc:
+            if not _cannot_connect(exc):
+                return
+            # by class only: a server's message can name the role or the database
+            config = self.config
+            dsn = mask_dsn(config.dsn) if config.dsn else "<your DSN>"
+            spool = self._delivery.spool.base if self._delivery.enabled else "nowhere: this writer has no spool"
+            logger.error(MSG_UNREACHABLE, dsn, type(exc).__name__, spool, dsn)
             return
         if not found:
             self._report_missing_table()
