@@ -70,3 +70,29 @@ async def _retried(writer: AuditWriter, n: int) -> bool:
 
 async def _logged(caplog: pytest.LogCaptureFixture) -> bool:
     return bool(_fix_lines(caplog))
+
+
+async def test_an_unreachable_database_is_reported_once_at_start_with_the_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, the only trace was a rate-limited "audit write failed (ConnectionRefusedError), retrying" warning.
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"postgresql://auditor:s3cret-pw@127.0.0.1:{port}/app"
+    caplog.set_level(logging.INFO)
+    writer = AuditWriter(dsn, spool_dir=str(tmp_path / "spool"), flush_interval=0.05, retry_initial=0.02, retry_max=0.1)
+    await writer.start()  # never raises: the app starts
+    writer.record_nowait("login")
+    async def reported() -> bool:
+        return any("UNREACHABLE" in r.getMessage() for r in caplog.records)
+
+    await eventually(reported)
+    await writer.aclose(timeout=0.5)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "UNREACHABLE" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{port}" in lines[0] and "audit-middleware init-db --dsn" in lines[0]
+    assert str(tmp_path / "spool") in lines[0]
+    assert "s3cret-pw" not in caplog.text  # the DSN is masked
