@@ -86,6 +86,7 @@ async def test_an_unreachable_database_is_reported_once_at_start_with_the_fix(
     writer = AuditWriter(dsn, spool_dir=str(tmp_path / "spool"), flush_interval=0.05, retry_initial=0.02, retry_max=0.1)
     await writer.start()  # never raises: the app starts
     writer.record_nowait("login")
+
     async def reported() -> bool:
         return any("UNREACHABLE" in r.getMessage() for r in caplog.records)
 
