@@ -37,7 +37,7 @@ from .identity import (
     user_from_response,
     user_id_of,
 )
-from .preset import AUTH_PRESET
+from .preset import AUTH_PRESET, PRESET_TABLE
 from .routing import RouteMatch, RouteSpec, compile_routes
 
 __all__ = [
@@ -144,6 +144,10 @@ class AuditCore:
         self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
         self._top_level_headers = tuple(k for k, v in names.items() if v in ("user_agent", "forwarded", "request_id"))
         self._suffix = config.failed_suffix
+        # On an auth route a path parameter is a secret unless shown otherwise (a verification or reset token
+        # can be a UUID or 12 characters, which pass for ids): events of the preset's actions mask every one.
+        actions = {action for _key, action, _options, _where in PRESET_TABLE}
+        self._auth_actions = frozenset(actions | {action + config.failed_suffix for action in actions})
         self.errors = 0
         self.skipped = 0
         self._warn = _RateLimited()
@@ -326,7 +330,7 @@ class AuditCore:
             status = 500
         http: dict[str, Any] = {
             "method": request.method[:16],
-            "path": self._memo.path(path, template),
+            "path": self._memo.path(path, template, secret_params=event.action in self._auth_actions),
             "route": template,
             "status": status,
             "duration_ms": round(response.duration * 1000, 3),
