@@ -120,7 +120,7 @@ _VENDOR_PREFIXES = (
     "dp.", "dapi", "ntn_", "lin_api_", "PMAK-", "sq0csp-", "EAAA", "key-", ":AA", "/api/webhooks/", "webhookb2/",
 )  # fmt: skip
 _VENDOR_GATE = re.compile("|".join(map(re.escape, _VENDOR_PREFIXES)))  # one scan, not one per prefix
-_SHORTEST_VENDOR_KEY = 20
+_SHORTEST_VENDOR_KEY = 15  # "xoxb-" and 10 characters: the shortest key _VENDOR_KEY matches
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -203,3 +203,31 @@ def test_user_id_of_survives_a_lazy_user_that_fails() -> None:
             raise RuntimeError("SynchronousOnlyOperation")
 
     assert user_id_of(Lazy()) is None
+
+
+# -- every name the rules know, one by one (each entry of a list is a rule of its own) -------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["username", "email", "login", "identity", "user", "user_name", "phone", "identifier"]
+)
+def test_attempted_identifier_reads_each_login_field(field: str) -> None:
+    body = json.dumps({field: "alice@example.com", "password": "pw"}).encode()
+    assert attempted_identifier("application/json", body) == "alice@example.com"
+
+
+@pytest.mark.parametrize("key", ["user_id", "userId", "id", "sub", "pk"])
+def test_user_from_response_reads_each_user_key(key: str) -> None:
+    assert user_from_response(JSON, json.dumps({key: UID}).encode()) == UID
+
+
+@pytest.mark.parametrize("key", ["access_token", "id_token", "token", "access", "jwt"])
+def test_user_from_response_reads_the_subject_of_each_token_it_issues(key: str) -> None:
+    body = json.dumps({key: jwt({"sub": UID}), "token_type": "bearer"}).encode()
+    assert user_from_response(JSON, body) == UID
+
+
+def test_forwarded_quoted_pair_in_another_parameter_keeps_the_element() -> None:
+    # RFC 7239 quoted-string with a quoted-pair (\"): the element is well-formed, its for= is believed
+    proxies = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+    assert proxies.client_ip("10.0.0.1", ['for=203.0.113.7;host="a\\"b"'])[0] == "203.0.113.7"
