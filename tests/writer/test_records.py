@@ -387,11 +387,6 @@ def test_the_default_limit_is_64_kib() -> None:
     assert metadata_of(AuditEvent("x", metadata=over))["a"].endswith("more characters]")
 
 
-class Unprintable:
-    def __str__(self) -> str:
-        raise RuntimeError("no")
-
-
 def test_an_unreadable_event_keeps_its_id_user_action_and_time() -> None:
     event_id = uuid.uuid4()
     event = AuditEvent("login", user_id="alice", metadata=_Exploding(), id=event_id)
