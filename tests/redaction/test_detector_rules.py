@@ -261,3 +261,60 @@ def test_cards_of_every_length_from_13_to_19_digits_are_masked(number: str, netw
 )
 def test_digit_runs_that_are_not_cards_are_kept(digits: str, why: str) -> None:
     assert mask_secrets(f"ref {digits} ok") == f"ref {digits} ok", why
+
+
+def test_a_20_digit_run_is_no_card_even_when_it_passes_luhn() -> None:
+    assert not is_card_number("42222222222222222228")
+
+
+# -- credentials in prose and odd spellings --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Token exchanges happen nightly",  # 9 letters, no digit or punctuation: a word
+        "Basic plan2024 upgrade",  # valid base64, but not of user:password
+    ],
+)
+def test_credential_schemes_in_prose_keep_their_words(text: str) -> None:
+    assert mask_secrets(text) == text
+
+
+def test_a_text_naming_every_scheme_still_has_its_credential_masked() -> None:
+    text = "Basic, Digest, SSWS and ApiKey are schemes; use Token or Bearer abc12345"
+    assert mask_secrets(text) == f"Basic, Digest, SSWS and ApiKey are schemes; use Token or Bearer {REDACTED}"
+
+
+def test_an_invisible_character_inside_a_stem_does_not_hide_it(redactor: Redactor) -> None:
+    assert redactor.is_sensitive_key("sec\u200bret")  # a zero-width space (format character) is dropped
+    assert redactor.is_sensitive_key("api\u2060key")  # a word joiner too
+
+
+# -- token-looking path segments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "why"),
+    [
+        ("Ab1Ab1Ab1Ab1Ab1Ab1Ab", "20 characters of mixed case and digits: the shortest token"),
+        ("abcdefghijklmnopqrstuvwxyz012345", "32 lower-case letters and digits without a separator"),
+        ("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", "a JWT's first segment"),
+        ("eyJabcdefghijklmnopqrstu", "base64 of a JSON object ('{\"'), digits or not"),
+    ],
+)
+def test_token_looking_path_segments_are_masked(redactor: Redactor, segment: str, why: str) -> None:
+    assert redactor.path(f"/confirm/{segment}") == f"/confirm/{REDACTED}", why
+
+
+@pytest.mark.parametrize(
+    ("segment", "why"),
+    [
+        ("Ab1Ab1Ab1Ab1Ab1Ab1A", "19 characters: too short to tell from a name"),
+        ("abcdefghijklmnopqrstuvwxyz01234", "31 lower-case letters and digits"),
+        ("Alice.Smith2024@example.com", "an e-mail address: '@' is no token character"),
+        ("my-first-blog-post-2024-edition", "a slug"),
+    ],
+)
+def test_ordinary_path_segments_are_kept(redactor: Redactor, segment: str, why: str) -> None:
+    assert redactor.path(f"/users/{segment}") == f"/users/{segment}", why
