@@ -62,7 +62,7 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value and key: value can match (cards need 13 digits)
+_SHORTEST_SCAN = 10  # shorter: only URL credentials, JWTs, key=value and key: value can match ("Basic YTpi": 10)
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 # "key: value" fields in free text: JSON or a dict kept as a string ({"password":"x"}, {'pin': '1'}), one level

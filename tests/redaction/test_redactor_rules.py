@@ -134,3 +134,7 @@ def test_a_body_of_exactly_max_body_bytes_is_complete() -> None:
 
 def test_a_trailing_slash_keeps_a_single_parameter_aligned(redactor: Redactor) -> None:
     assert redactor.path("/abc123/", "/{token}") == f"/{REDACTED}/"
+
+
+def test_the_shortest_basic_credential_is_masked(redactor: Redactor) -> None:
+    assert redactor.text("Basic YTpi") == f"Basic {REDACTED}"  # base64 of "a:b", no padding: 10 characters
