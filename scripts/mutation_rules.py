@@ -57,7 +57,7 @@ EQUIVALENT: dict[str, str] = {
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,}": "the shortest real JWT header is 16 characters after eyJ",
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,} #2": "a 4-character payload is 3 bytes: no JSON claim",
     "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,}": "a first segment of 2 base64 characters is 1 byte: no JWT header",
-    "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,} #2": "a payload of 2 base64 characters is 1 byte: no JSON object with a sub",
+    "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,} #2": "a 2-character payload is 1 byte: no JSON claim",
     "redactor:_SHORTEST_SCAN:10 -> 9": "a gate only: the shortest credential known is Basic + 4 (10)",
     "records:_dumps:False -> True #2": "allow_nan: NaN and the infinities are converted to strings before encoding",
     "routing:CACHE_SIZE:4096 -> 4095": "a cache bound: a result is recomputed the same",
