@@ -52,6 +52,7 @@ EQUIVALENT: dict[str, str] = {
     "detectors:DEFAULT_DENY_WORDS:-'cvc2'": _COVERED_BY_CVV,
     **{f"detectors:DEFAULT_DENY_KEYS:-{key!r}": _COVERED_BY_STEM for key in _KEYS_COVERED_BY_STEMS},
     "detectors:DEFAULT_DENY_KEYS:-'ssn'": "also a deny word (DEFAULT_DENY_WORDS): the key ssn is its only word",
+    "detectors:_WORDS:-alternative '\\\\d+'": "no deny word is made of digits: digit runs change no verdict",
     "detectors:_MIN_CARD_DIGITS:13 -> 12": "a gate only: the card pattern needs 13 digits",
     "detectors:_SHORTEST_VENDOR_KEY:15 -> 14": "a gate only: no provider key is shorter than 15",
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,}": "the shortest real JWT header is 16 characters after eyJ",

@@ -301,6 +301,7 @@ def test_an_invisible_character_inside_a_stem_does_not_hide_it(redactor: Redacto
         ("abcdefghijklmnopqrstuvwxyz012345", "32 lower-case letters and digits without a separator"),
         ("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", "a JWT's first segment"),
         ("eyJabcdefghijklmnopqrstu", "base64 of a JSON object ('{\"'), digits or not"),
+        ("user-0a1b2c3d4e5f6789", "a run of 16 hex digits (half an md5, a reset code)"),
     ],
 )
 def test_token_looking_path_segments_are_masked(redactor: Redactor, segment: str, why: str) -> None:
@@ -314,6 +315,8 @@ def test_token_looking_path_segments_are_masked(redactor: Redactor, segment: str
         ("abcdefghijklmnopqrstuvwxyz01234", "31 lower-case letters and digits"),
         ("Alice.Smith2024@example.com", "an e-mail address: '@' is no token character"),
         ("my-first-blog-post-2024-edition", "a slug"),
+        ("5B0C2A4E-8f1d-4C55-9a3e-2F6B7C8D9E01", "a UUID, whatever the case of its letters, is an id"),
+        ("5b0c2a4e-8f1d-4c55-9a3e-2f6b7c8d9e01", "a canonical UUID"),
     ],
 )
 def test_ordinary_path_segments_are_kept(redactor: Redactor, segment: str, why: str) -> None:
