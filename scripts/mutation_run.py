@@ -38,6 +38,7 @@ import mutation_rules  # a sibling script, not a package
 
 ROOT = mutation_rules.ROOT
 
+_ROUTING_RULES = "tests/capture/test_routing_rules.py"
 # Short name -> (module file, the test files that state its rules). Each mutant runs only these.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "detectors": ("audit_middleware/redaction/detectors.py", ("tests/redaction/",)),
@@ -45,8 +46,8 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "urls": ("audit_middleware/redaction/urls.py", ("tests/redaction/",)),
     "bodies": ("audit_middleware/redaction/bodies.py", ("tests/redaction/",)),
     "identity": ("audit_middleware/capture/identity.py", ("tests/capture/test_identity.py",)),
-    "routing": ("audit_middleware/capture/routing.py", ("tests/capture/test_routing.py",)),
-    "preset": ("audit_middleware/capture/preset.py", ("tests/capture/test_routing.py",)),
+    "routing": ("audit_middleware/capture/routing.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
+    "preset": ("audit_middleware/capture/preset.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
     "records": ("audit_middleware/writer/records.py", ("tests/writer/test_records.py",)),
 }
 
