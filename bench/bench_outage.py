@@ -18,6 +18,14 @@ the backlog is replayed. Reports:
 * backlog replay time: from the restart until every event is in the table.
 
 Numbers from a shared 2-core machine are noisy; compare phases of one run with each other.
+
+``--sigkill`` runs the other outage case: the loss bound on SIGKILL. An app process (a child) serves
+``--rate`` requests per second (default 200) with a default-configured writer and notes each answered
+request's event id in a file as it answers. The database is crashed (``pg_ctl stop -m immediate``),
+and ``--kill-after`` seconds into the outage (default 0, 3 and 12, one run each) the app is SIGKILLed.
+The database is started again, a new writer on the same spool replays what was spooled, and the
+report counts answered events that never reached the table: at most one flush interval of events
+(``flush_interval`` times the rate: 40 events at the defaults) is the documented bound.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -36,6 +46,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit_middleware import AuditWriter, init_db
+from audit_middleware.writer.config import WriterConfig
 from tests.faults import ThrowawayPostgres
 
 SCHEMA = "bench_outage"
@@ -107,23 +118,118 @@ class Load:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=2000.0)
-    parser.add_argument("--normal-seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=None, help="requests/s (default 2000; 200 with --sigkill)")
+    parser.add_argument("--normal-seconds", type=float, default=None, help="(default 10; 3 with --sigkill)")
     parser.add_argument("--outage-seconds", type=float, default=30.0)
     parser.add_argument("--max-recovery-seconds", type=float, default=120.0)
     parser.add_argument("--max-buffer", type=int, default=100_000)
+    parser.add_argument("--sigkill", action="store_true", help="measure events lost on SIGKILL during an outage")
+    parser.add_argument("--kill-after", default="0,3,12", help="with --sigkill: seconds into the outage, one run each")
+    parser.add_argument("--child", nargs=4, metavar=("DSN", "SCHEMA", "SPOOL", "IDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        await child(*args.child, rate=args.rate or 200.0)
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench-outage-") as tmp:
         base = Path(tmp)
         base.chmod(0o755)
-        server = ThrowawayPostgres(base / "pg")
+        server = ThrowawayPostgres(base / "pg")  # our own server: this benchmark crashes it
         server.init()
         server.start()
         try:
-            await run(server, base / "spool", args)
+            if args.sigkill:
+                await sigkill_runs(server, base, args)
+            else:
+                args.rate = args.rate or 2000.0
+                args.normal_seconds = 10.0 if args.normal_seconds is None else args.normal_seconds
+                await run(server, base / "spool", args)
         finally:
             server.destroy()
+
+
+# -- SIGKILL during an outage ------------------------------------------------------------------
+
+
+async def child(dsn: str, schema: str, spool_dir: str, ids_path: str, *, rate: float) -> None:
+    """The app: ``rate`` requests/s, each recording one event; an answered request's id goes to ``ids_path``.
+
+    The id is written (unbuffered) once the request is answered, so the file holds exactly what
+    clients were told succeeded, up to the SIGKILL.
+    """
+    writer = AuditWriter(dsn, schema=schema, spool_dir=spool_dir)  # the defaults: the documented bound
+    await writer.start()
+    fd = os.open(ids_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    loop = asyncio.get_running_loop()
+    interval, next_at, i = 1.0 / rate, loop.time(), 0
+    while True:
+        answered = []
+        while next_at <= loop.time():
+            event = writer.record_nowait("login", metadata={"request_id": f"req-{i}", "http": {"status": 200}})
+            if event is not None:
+                answered.append(str(event.id))
+            i += 1
+            next_at += interval
+        if answered:
+            os.write(fd, ("\n".join(answered) + "\n").encode())
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+async def sigkill_runs(server: ThrowawayPostgres, base: Path, args: argparse.Namespace) -> None:
+    rate = args.rate or 200.0
+    normal = 3.0 if args.normal_seconds is None else args.normal_seconds
+    results = []
+    for run_no, kill_after in enumerate(float(x) for x in args.kill_after.split(",")):
+        results.append(await sigkill_run(server, base / f"run{run_no}", rate, normal, kill_after, args))
+    flush_interval = WriterConfig().flush_interval
+    report = {
+        "rate": rate,
+        "flush_interval": flush_interval,
+        "bound_events": round(rate * flush_interval),
+        "runs": results,
+    }
+    print(json.dumps(report, indent=2))
+
+
+async def sigkill_run(
+    server: ThrowawayPostgres, base: Path, rate: float, normal: float, kill_after: float, args: argparse.Namespace
+) -> dict[str, object]:
+    server.ensure_running()
+    base.mkdir(parents=True)
+    schema = f"bench_kill_{base.name}"
+    conn = await asyncpg.connect(server.dsn)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    await init_db(conn, schema=schema, users_table=None)
+    await conn.close()
+    ids_path, spool_dir = base / "answered", base / "spool"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--rate", str(rate), "--child", server.dsn, schema, str(spool_dir), str(ids_path),
+    )  # fmt: skip
+    await asyncio.sleep(normal)
+    await asyncio.to_thread(server.stop, "immediate")
+    await asyncio.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    killed_at = time.perf_counter()
+    await asyncio.to_thread(server.start)
+    answered = set(ids_path.read_text().split())
+    spooled = sum(1 for p in spool_dir.rglob("*.jsonl") for _ in p.open("rb"))
+    async with AuditWriter(server.dsn, schema=schema, spool_dir=str(spool_dir)) as heir:  # claims the spool
+        while list(spool_dir.rglob("*.jsonl")) and time.perf_counter() - killed_at < args.max_recovery_seconds:
+            await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(server.dsn)
+    stored = {str(r["id"]) for r in await conn.fetch(f"SELECT id FROM {schema}.user_audit_logs")}
+    await conn.close()
+    lost = len(answered - stored)
+    return {
+        "kill_after_outage_s": kill_after,
+        "answered": len(answered),
+        "spooled_at_kill": spooled,
+        "replayed": heir.stats().replayed,
+        "stored": len(stored & answered),
+        "lost": lost,
+        "lost_ms_of_traffic": round(lost / rate * 1000),
+    }
 
 
 async def run(server: ThrowawayPostgres, spool_dir: Path, args: argparse.Namespace) -> None:

@@ -42,6 +42,19 @@ def how_to_look(dsn: str, script: str, data_dir: Path | None) -> str:
     )
 
 
+def serve_viewer(dsn: str, port: int = 8765) -> None:
+    """Browse the rows in the viewer on 127.0.0.1 behind a fresh token, until Ctrl-C (docs/viewer.md)."""
+    import secrets
+
+    import uvicorn
+
+    from audit_middleware.viewer import TokenAuth, create_app
+
+    token = secrets.token_urlsafe(24)  # a new one each run: the viewer has no open mode
+    print(f"\nbrowse them:  http://127.0.0.1:{port}/  and sign in with the token  {token}\n(Ctrl-C stops)")
+    uvicorn.run(create_app(dsn=dsn, authorize=TokenAuth(token)), host="127.0.0.1", port=port, log_level="warning")
+
+
 async def show(dsn: str, limit: int = 20) -> None:
     """Print the newest ``limit`` rows, oldest first (the user's ``user_ref`` where its id is not a uuid)."""
     conn = await asyncpg.connect(dsn)

@@ -1,79 +1,36 @@
-"""Quick start: create the audit table, record a few events by hand, and show the rows.
+"""Quick start: a FastAPI app audited with zero configuration, driven through a scripted auth flow.
 
-    scripts/example quickstart            # embedded PostgreSQL in .audit-data/pg
-    AUDIT_DSN=postgresql://... scripts/example quickstart
+    scripts/example                        # embedded PostgreSQL in .audit-data/pg
+    AUDIT_DSN=postgresql://... scripts/example
 
-The web-app examples (which audit requests without any code in the handlers) live beside this file.
+The app (``fastapi_app.py`` beside this file) has real sign-up, login, logout and password-reset endpoints
+and one audit line: ``app.add_middleware(AuditMiddleware, dsn=...)``. This script signs a user up, logs in,
+fails a login, logs out and resets the password over the app's real ASGI interface, then prints the rows
+those requests left in ``user_audit_logs``: who, what, from where, and no password or token anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
-import asyncpg
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: fastapi_app, _audit_rows
 
-from audit_middleware import AuditWriter, init_db
-
-DATA_DIR = Path(__file__).resolve().parent.parent / ".audit-data" / "pg"
-
-
-def database() -> str:
-    """The DSN to use: $AUDIT_DSN, or an embedded server keeping its data in .audit-data/pg."""
-    dsn = os.environ.get("AUDIT_DSN")
-    if dsn:
-        return dsn
-    from audit_middleware._embedded import start_embedded
-
-    DATA_DIR.parent.mkdir(exist_ok=True)
-    DATA_DIR.parent.chmod(0o755)  # the server runs as an unprivileged user when started by root
-    dsn, _server = start_embedded(DATA_DIR)
-    print(f"embedded PostgreSQL, data in {DATA_DIR}")
-    return dsn
+from _audit_rows import database, embedded_in, how_to_look, serve_viewer
+from fastapi_app import DATA_DIR, SCRIPT, demo
 
 
-async def main() -> None:
-    dsn = database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS users (id uuid PRIMARY KEY, email text UNIQUE)")
-        report = await init_db(conn)  # idempotent: safe on every start
-        print(f"user_audit_logs ready; foreign key to users: {report.foreign_key}")
-        alice = await conn.fetchval(
-            "INSERT INTO users (id, email) VALUES ($1, 'alice@example.com') "
-            "ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
-            uuid.uuid4(),
-        )
-    finally:
-        await conn.close()
-
-    async with AuditWriter(dsn) as audit:  # the same writer the middleware uses
-        await audit.record("login", user_id=alice, metadata={"ip": "192.168.0.101"})
-        await audit.record("password_reset", user_id=alice, metadata={"ip": "192.168.0.101", "method": "email_link"})
-        await audit.record("export_data", user_id=alice, metadata={"rows": 120, "format": "csv"})
-    # leaving the block flushed every event to PostgreSQL
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT id, user_id, action, metadata, created_at FROM user_audit_logs ORDER BY created_at DESC LIMIT 5"
-        )
-    finally:
-        await conn.close()
-    print("\nnewest rows in user_audit_logs:")
-    for row in rows:
-        metadata = json.loads(row["metadata"])
-        print(f"  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['action']:<16} {row['user_id']}  {metadata}")
-    psql = shutil.which("psql") or "psql"
-    print(f"\nlook yourself:  {psql} '{dsn}' -c 'SELECT * FROM user_audit_logs ORDER BY created_at DESC LIMIT 10'")
-    if "AUDIT_DSN" not in os.environ and sys.stdin.isatty():
-        input("the embedded server stops when this script ends; press Enter to stop it... ")
+def main() -> None:
+    dsn = database(DATA_DIR)
+    print("a FastAPI app, audited with zero configuration: sign-up, login, a wrong password, logout, reset\n")
+    asyncio.run(demo(dsn))
+    print("\n" + how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
+    if sys.stdin.isatty():  # interactive: keep the database up and show the rows in the viewer
+        serve_viewer(dsn)
+    else:
+        print(f"browse them:   AUDIT_VIEWER_TOKEN=<16+ chars> audit-middleware serve --dsn '{dsn}'")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

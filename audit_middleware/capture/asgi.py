@@ -7,8 +7,11 @@ after a normal response, a client disconnect or an exception (status 500; the ex
 unchanged). Unaudited requests cost one cached route lookup. Nothing per request lives on ``self``.
 
 Lifespan: the writer starts on ``lifespan.startup`` and is flushed before ``lifespan.shutdown.complete``
-is forwarded; the app's own lifespan handlers keep working, and an app without lifespan support gets
-one from the middleware. Without lifespan events at all the writer starts on the first audited request.
+is forwarded; the app's own lifespan handlers keep working. Whatever the app raises reaches the server
+unchanged, also before it reads a message (a Starlette middleware failing to build): the server then
+does what it would without us (``--lifespan on`` refuses to start; ``auto`` goes on without lifespan).
+Without lifespan events the writer starts on the first audited request, and what it holds at exit is
+spooled for the next start.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
+from .evidence import EVIDENCE_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -45,6 +49,7 @@ MSG_SHUTDOWN_FAILED = "flushing audit events on shutdown failed (%s: %s)"
 _UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", UNAVAILABLE_RETRY_AFTER.encode())]
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
+_FASTAPI_ROUTE_CONTEXT = "effective_route_context"  # scope["fastapi"][...] on FastAPI >= 0.137
 
 
 class AuditMiddleware(CoreMiddleware):
@@ -57,8 +62,9 @@ class AuditMiddleware(CoreMiddleware):
             shutdown but does not close it).
         routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
-        preset, audit_unmapped, ...: the other :class:`~audit_middleware.core.MiddlewareConfig` fields
-            (documented there and in the README).
+
+    The other keywords (``preset``, ``audit_unmapped``, ...) are the fields of
+    :class:`~audit_middleware.capture.config.MiddlewareConfig`, documented there and on the ASGI middleware page.
 
     Raises:
         ConfigurationError: an option is invalid; the message names it (an unknown keyword is a
@@ -137,7 +143,8 @@ class AuditMiddleware(CoreMiddleware):
                 await self.app(scope, receive, send)
             finally:
                 current_carrier.reset(token)
-            if CONTEXT_KEY in scope:  # a handler enriched an unmapped request: record it (status unknown)
+            if CONTEXT_KEY in scope or EVIDENCE_KEY in scope:  # a handler enriched an unmapped request, or
+                # framework glue announced an auth event on it (a custom view calling login()): record it
                 self._record(scope, None, Exchange(0), None, None, 0.0, None, None)
             return
         await self._audited(scope, receive, send, match)
@@ -319,6 +326,8 @@ class AuditMiddleware(CoreMiddleware):
                 exception=error,
                 route_template=template,
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
+                evidence=evidence_of(scope),
+                watching=watching_of(scope),
             )
             context = scope.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)
@@ -349,12 +358,8 @@ class AuditMiddleware(CoreMiddleware):
             logger.error(MSG_SHUTDOWN_FAILED, type(exc).__name__, exc)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        received = False
-
         async def receive_lifespan() -> Message:
-            nonlocal received
             message = await receive()
-            received = True
             if message["type"] == "lifespan.startup":
                 self._start_writer()
             return message
@@ -364,31 +369,25 @@ class AuditMiddleware(CoreMiddleware):
                 await self._stop_writer()
             await send(message)
 
-        try:
-            await self.app(scope, receive_lifespan, send_lifespan)
-        except Exception:
-            if received:
-                raise
-            await self._own_lifespan(receive, send)  # the app does not speak lifespan: we do
-
-    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._start_writer()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self._stop_writer()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        # No fallback that answers the lifespan for the app when it raises: an app that raises before
+        # reading a message may be one without lifespan support or one whose start-up failed, and only
+        # the server, seeing the exception, knows which to assume (uvicorn --lifespan on vs auto).
+        await self.app(scope, receive_lifespan, send_lifespan)
 
 
 def _template(scope: Scope, root_path: str) -> str | None:
-    """The framework's matched route template (mount prefix included), if it told us.
+    """The framework's matched route template (router prefixes and mount included), if it told us.
 
     Starlette and FastAPI leave the route in ``scope["route"]``; Litestar leaves the template
     (``/users/{user_id}``) in ``scope["path_template"]``; framework glue (Django's, which knows only
     its URLconf's route) leaves one under ``ROUTE_KEY``.
+
+    FastAPI >= 0.137 no longer copies a router's routes under ``include_router(prefix=...)``: one
+    ``APIRoute`` serves every prefix it is included under, so its ``path`` is ``/login`` for both
+    ``/auth/jwt/login`` and ``/auth/cookie/login``. The prefixed template is then only on the route
+    context FastAPI leaves in ``scope["fastapi"]`` (what its own telemetry, Sentry and Apitally read),
+    taken only when it describes the very route that ran (a mount inside an included router leaves the
+    mount's context behind).
     """
     route = scope.get("route")
     if route is None:
@@ -397,6 +396,11 @@ def _template(scope: Scope, root_path: str) -> str | None:
     if type(route).__name__ in _NOT_ROUTES:
         return None
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    included = scope.get("fastapi")
+    if included:
+        context = included.get(_FASTAPI_ROUTE_CONTEXT) if isinstance(included, dict) else None
+        if context is not None and getattr(context, "original_route", None) is route:
+            path_format = getattr(context, "path_format", None) or path_format
     if not isinstance(path_format, str) or not path_format.startswith("/"):
         return None
     final_root = scope.get("root_path", "")

@@ -9,12 +9,14 @@ collect while the request runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..redaction.redactor import RedactionConfig
 from ..writer.records import MAX_ACTION_LENGTH
+from .evidence import AuthEvidence
 from .identity import TrustedProxies
 
 __all__ = ["Exchange", "HeaderPairs", "MiddlewareConfig", "RequestInfo", "ResponseInfo", "route_path"]
@@ -146,7 +148,8 @@ class ResponseInfo:
     ``status`` is None if no response started (client gone); ``exception`` the type name of an
     exception the app raised (recorded as status 500). ``body`` is a capped prefix of the response
     body, kept only for login-type routes. ``route_template`` is the framework's matched template;
-    ``user`` a user object or id seen after the app ran.
+    ``user`` a user object or id seen after the app ran. ``evidence`` is what framework glue reported
+    (:mod:`~audit_middleware.capture.evidence`), ``watching`` the actions whose signals it had connected.
     """
 
     status: int | None = None
@@ -159,6 +162,8 @@ class ResponseInfo:
     exception: str | None = None
     route_template: str | None = None
     user: Any = None
+    evidence: Sequence[AuthEvidence] = ()
+    watching: AbstractSet[str] = frozenset()
 
 
 def route_path(path: str, root_path: str) -> str:

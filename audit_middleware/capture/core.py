@@ -21,14 +21,17 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from ..errors import ConfigurationError, describe_failure
+from ..redaction.detectors import looks_like_token
 from ..redaction.memo import RedactionMemo
 from ..redaction.redactor import REDACTED, RedactionConfig, Redactor, build_chain
 from ..writer.records import MAX_ACTION_LENGTH, AuditEvent
 from .config import HeaderPairs, MiddlewareConfig, RequestInfo, ResponseInfo, route_path
 from .context import AuditContext
+from .evidence import LOGIN_TYPE, AuthEvidence
 from .identity import (
     IDENTIFIER_FIELDS,
     MAX_IDENTIFIER,
@@ -60,6 +63,9 @@ MAX_PATH = 2048
 # What a strict route answers when its event is not committed in time (both middlewares).
 UNAVAILABLE_BODY = b'{"detail":"audit trail unavailable, try again"}'
 UNAVAILABLE_RETRY_AFTER = "5"
+# What a router answers when no view takes the path (404) or the method (405), or when it sends the client
+# to the canonical URL first (308: Werkzeug's /register -> /register/, which then records the real event)
+_ROUTER_REFUSED = (404, 405, 308)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
@@ -78,6 +84,24 @@ def _identifier_from(body: Any) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()[:MAX_IDENTIFIER]
     return None
+
+
+def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -> AuthEvidence | None:
+    """The evidence that decides the event: the one about the matched route's own action, else the first
+    (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login). An action
+    that failed and then succeeded in the same request (a view trying the name as a username, then as an
+    e-mail) succeeded."""
+    wanted = spec.action if spec is not None and isinstance(spec.action, str) else None
+    first = next((e for e in reported if e.action == wanted), reported[0] if reported else None)
+    if first is None:
+        return None
+    if not first.succeeded:
+        first = next((e for e in reported if e.action == first.action and e.succeeded), first)
+    if first.action != wanted and wanted == "signup" and first.action == "login" and first.succeeded:
+        # a sign-up view that signs the new user in (Django's login()): nothing announces the sign-up
+        # itself, and the user signed in is the one just created
+        return replace(first, action="signup")
+    return first
 
 
 class _RateLimited:
@@ -131,6 +155,7 @@ class AuditCore:
             raise ConfigurationError("pass either a MiddlewareConfig or keyword options, not both")
         self.config = config
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
+        self._user_keys = frozenset(config.routes or ())  # RouteMatch.key of the user's own routes
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
         self._memo = RedactionMemo(self.redactor)
@@ -187,10 +212,18 @@ class AuditCore:
         return self.routes.match(method, path)
 
     def rematch(self, method: str, template: str | None, before: RouteMatch | None) -> RouteMatch | None:
-        """Prefer the route matching the framework's own template (known after the app returned)."""
+        """Prefer the route matching the framework's own template (known after the app returned).
+
+        The user's routes always win over the preset: when the request's path matched one of them, a
+        preset route matching the template does not replace it (a template can lack a prefix the path
+        has, as FastAPI 0.137-0.165 route objects do under ``include_router(prefix=...)``: ``/login`` for
+        a route the user mapped as ``"POST /auth/cookie/login": "cookie_login"`` or ``None``).
+        """
         if template:
             found = self.routes.match(method, template)
-            if found is not None:
+            if found is not None and (
+                before is None or found.key in self._user_keys or before.key not in self._user_keys
+            ):
                 return found
         return before
 
@@ -220,11 +253,14 @@ class AuditCore:
             spec = match.spec if match is not None else None
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
-            action = self._action(request, response, spec, context)
+            evidence = _chosen_evidence(response.evidence, spec) if response.evidence else None
+            action = self._action(request, response, spec, context, evidence)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context)))
+            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, evidence)))
             event.metadata = self._metadata(request, response, match, spec, context, event)
+            if evidence is not None:
+                self._add_evidence(event.metadata, response.evidence, evidence)
             if self._chain is not None:
                 result = self._chain(event.metadata)
                 if result is None:
@@ -241,10 +277,21 @@ class AuditCore:
         return response.status is not None and response.status >= self.config.failure_status
 
     def _action(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        evidence: AuthEvidence | None,
     ) -> str | None:
         if context is not None and context.action:
             return context.action
+        if evidence is not None:  # the framework said what happened: it beats anything the response suggests
+            if evidence.succeeded:
+                return evidence.action
+            if spec is not None and spec.failed_action and spec.action == evidence.action:
+                return spec.failed_action  # the route's own name for its failure
+            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
                 return self.config.unmapped_action
@@ -257,16 +304,35 @@ class AuditCore:
             action = str(computed)
         else:
             action = spec.action
+        if action in response.watching and response.route_template is None and response.status in _ROUTER_REFUSED:
+            return None  # the glue watches this action, yet the framework's router matched no view: no auth event
+        if action in response.watching and response.route_template is not None:
+            # The glue listens for this action and the request reached a view, yet nothing was announced:
+            # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
+            # a logout confirmation page) is no auth event at all.
+            if action in LOGIN_TYPE and request.method == "POST":
+                return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
+            return None
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
         if outcome and self._failed(response):
             return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
         return action
 
     def _user(
-        self, request: RequestInfo, response: ResponseInfo, spec: RouteSpec | None, context: AuditContext | None
+        self,
+        request: RequestInfo,
+        response: ResponseInfo,
+        spec: RouteSpec | None,
+        context: AuditContext | None,
+        evidence: AuthEvidence | None = None,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
+        if evidence is not None:
+            # The user the framework signed in or out; after a failure, only an already authenticated actor
+            # (a wrong old password on a password change), never a user named by the response.
+            announced = user_id_of(evidence.user) if evidence.succeeded else None
+            return announced if announced is not None else user_id_of(response.user) or user_id_of(request.user)
         # The framework's authenticated user comes first: a response body can echo what the client sent
         # ({"id": "admin"} from a device registration on a preset "register" route), and must never rename
         # an authenticated actor. Only when nobody is known (a login, a sign-up) does the response name them.
@@ -378,6 +444,19 @@ class AuditCore:
         if context is not None and context.metadata:
             metadata.update(redactor.mapping(context.metadata))
         return metadata
+
+    def _add_evidence(self, metadata: dict[str, Any], reported: Sequence[AuthEvidence], chosen: AuthEvidence) -> None:
+        """``metadata.auth``: who announced the outcome, and every auth event of the request in order."""
+        auth: dict[str, Any] = {"evidence": [e.action if e.succeeded else e.action + self._suffix for e in reported]}
+        if chosen.source:
+            auth["source"] = chosen.source[:100]
+        metadata["auth"] = auth
+        if chosen.identifier and "identifier" not in metadata:
+            identifier = self.redactor.text(str(chosen.identifier).strip()[:MAX_IDENTIFIER])
+            # evidence can carry a name taken from a credential the request never lets us store (DRF's Basic
+            # authentication passes the Authorization header's user part, where API clients put their key)
+            if identifier and identifier != REDACTED and not looks_like_token(identifier):
+                metadata["identifier"] = identifier
 
     def _minimal(
         self,

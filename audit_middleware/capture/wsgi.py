@@ -38,6 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
+from .evidence import EVIDENCE_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 from .wsgi_io import (
     AuditedResponse,
@@ -132,7 +133,8 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 result = self.app(environ, start_response)
             finally:
                 current_carrier.reset(token)
-            if CONTEXT_KEY in environ:  # a handler enriched an unmapped request: record it (status unknown)
+            if CONTEXT_KEY in environ or EVIDENCE_KEY in environ:  # a handler enriched an unmapped request, or
+                # framework glue announced an auth event on it (a custom view calling login()): record it
                 self._record(environ, None, Exchange(0), None, 0.0, None, method, path, root_path)
             return result
         if match is not None and match.spec is not None and match.spec.strict:
@@ -314,6 +316,8 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 exception=exchange.error,
                 route_template=template,
                 user=user_after or environ.get(USER_KEY),
+                evidence=evidence_of(environ),
+                watching=watching_of(environ),
             )
             context = environ.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)

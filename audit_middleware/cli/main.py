@@ -1,6 +1,6 @@
 """The ``audit-middleware`` command. Each command is a thin wrapper over a library call.
 
-The operator commands (tail, query, export, stats, prune, partitions) live in ``cli_ops.py`` and
+The operator commands (tail, query, export, stats, prune, partitions) live in ``ops.py`` and
 add ``EXIT_INTERRUPTED`` (130: Ctrl-C during query/export/prune; ``tail`` exits 0 on Ctrl-C).
 
 Exit codes: ``EXIT_OK`` (0), ``EXIT_FAILURE`` (1: the operation failed, e.g. the database refused),
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import AuditError
-from ..writer.config import DEFAULT_SCHEMA, DEFAULT_TABLE, mask_dsn
+from ..errors import AuditError, ConfigurationError
+from ..writer.config import DEFAULT_SCHEMA, DEFAULT_TABLE, check_digest_key, mask_dsn
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_TAMPERED", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
@@ -36,8 +38,16 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", default=DEFAULT_TABLE, help="audit table name (default: %(default)s)")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("audit-trail-middleware")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audit-middleware", description="Audit trail tools for PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser(
         "init-db",
@@ -56,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import add_commands
 
     add_commands(commands, _add_dsn)
+    from .spool import add_commands as add_spool_commands
+
+    add_spool_commands(commands)
+    from .serve import add_command as add_serve  # the web viewer (its imports wait for the command)
+
+    add_serve(commands, _add_dsn)
     fk = init.add_mutually_exclusive_group()
     fk.add_argument(
         "--users-table",
@@ -82,14 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--key-env", default="AUDIT_DIGEST_KEY", help="variable holding the HMAC key (%(default)s)")
     verify.add_argument("--checkpoint", metavar="FILE", help="compare the chain head with this exported checkpoint")
     verify.add_argument("--write-checkpoint", metavar="FILE", help="after a clean run, export the chain head here")
+    for sub in commands.choices.values():  # every command, also those registered above by other modules
+        sub.set_defaults(subparser=sub)
     return parser
 
 
 def _dsn(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     dsn: str | None = args.dsn or os.environ.get("AUDIT_DSN")
     if not dsn:
-        parser.error("--dsn or AUDIT_DSN is required")
-    return dsn
+        # The subcommand's own usage: its options are what the user needs to see.
+        getattr(args, "subparser", parser).error("--dsn or AUDIT_DSN is required")
+    return str(dsn)
+
+
+def missing_table_hint(exc: asyncpg.PostgresError, args: argparse.Namespace) -> str:
+    """The error line for ``exc``, with the fix when it is a missing table (run ``init-db``)."""
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return (
+            f"error: {exc}: create the audit table first with "
+            f"`audit-middleware init-db --dsn ... --schema {args.schema} --table {args.table}`"
+        )
+    return f"error: {type(exc).__name__}: {exc}"
 
 
 async def connect_or_report(dsn: str, **options: Any) -> asyncpg.Connection | None:
@@ -102,13 +131,26 @@ async def connect_or_report(dsn: str, **options: Any) -> asyncpg.Connection | No
     return conn
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.message
+
+
 async def _init_db(args: argparse.Namespace, dsn: str) -> int:
-    from ..store.schema import apply
+    from ..store.schema import MSG_NO_USERS, apply
+    from ..store.schema import logger as schema_logger
 
     users_schema, _, users_table = args.users_table.rpartition(".")
     conn = await connect_or_report(dsn)
     if conn is None:
         return EXIT_UNREACHABLE
+    # The report's line below says it, with the fix: the library's warning for the same thing would be a second notice.
+    quiet = _DropMessage(MSG_NO_USERS)
+    schema_logger.addFilter(quiet)
     try:
         report = await apply(
             conn,
@@ -120,6 +162,7 @@ async def _init_db(args: argparse.Namespace, dsn: str) -> int:
             ahead=args.ahead,
         )
     finally:
+        schema_logger.removeFilter(quiet)
         await conn.close()
     print(f"{args.schema}.{args.table}: ready (migrations: {', '.join(report.migrations)})")
     if args.partitioned:
@@ -153,6 +196,11 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
     if not key:
         print(f"error: ${args.key_env} is not set (the digest HMAC key)", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        check_digest_key(key)
+    except ConfigurationError as exc:  # e.g. too short: the writer would have refused it too
+        print(f"error: ${args.key_env}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     point, claimed = Checkpoint.load(args.checkpoint) if args.checkpoint else (None, None)
     conn = await connect_or_report(dsn)
     if conn is None:
@@ -162,7 +210,7 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
             conn, key=key, schema=args.schema, table=args.table, checkpoint=point, checkpoint_hmac=claimed
         )
     except asyncpg.PostgresError as exc:
-        print(f"error: verify failed: {exc}", file=sys.stderr)
+        print(missing_table_hint(exc, args), file=sys.stderr)
         return EXIT_FAILURE
     finally:
         await conn.close()
@@ -179,6 +227,11 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
         print(f"TAMPERING FOUND: {', '.join(f'{k} {n}' for k, n in sorted(report.counts.items()))}")
         for finding in report.findings:
             print(f"  {finding}")
+        if report.key_suspect:
+            print(
+                f"every digest's HMAC fails: the key in ${args.key_env} is probably not the one the writer used "
+                "(check it before suspecting the whole chain)"
+            )
         return EXIT_TAMPERED
     print("OK: chain intact")
     head = report.head()
@@ -195,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    dsn = _dsn(args, parser)
+    dsn = _dsn(args, parser) if hasattr(args, "dsn") else ""  # a command without --dsn needs none
     try:
         if getattr(args, "run", None) is not None:  # operator commands (cli_ops.py)
             return int(args.run(args, dsn))
@@ -203,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_init_db(args, dsn))
         if args.command == "verify":
             return asyncio.run(_verify(args, dsn))
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

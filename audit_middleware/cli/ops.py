@@ -23,9 +23,10 @@ from typing import Any, TextIO
 import asyncpg
 
 from ..errors import ConfigurationError
-from ..store.query import Cursor, count_events, iter_events
-from .args import add_filters, filters_from, month, parse_when, positive
-from .main import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, connect_or_report
+from ..store.export import escape_controls
+from ..store.query import Cursor, EventFilter, _target, count_events, iter_events
+from .args import add_filters, days_back, filters_from, month, parse_when, positive
+from .main import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, connect_or_report, missing_table_hint
 
 __all__ = ["EXIT_INTERRUPTED", "add_commands"]
 
@@ -44,7 +45,7 @@ def _run(handler: Handler, *, interrupted: int = EXIT_INTERRUPTED) -> Callable[[
         try:
             return await handler(args, conn)
         except asyncpg.PostgresError as exc:
-            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(missing_table_hint(exc, args), file=sys.stderr)
             return EXIT_FAILURE
         finally:
             await conn.close(timeout=5)
@@ -83,9 +84,14 @@ def _output(path: str | None) -> Iterator[TextIO]:
             yield handle
         return
     partial = f"{target}.partial"
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
-        yield handle
-    os.replace(partial, target)
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(partial, target)
+    except BaseException:  # a failed or interrupted export leaves no half file behind
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -113,21 +119,45 @@ async def _query(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         limit=limit,
     )
     with _output(args.output) as out:
-        count = await write_rows(rows, out, args.format, progress=bar)
+        count = await write_rows(rows, out, args.format, progress=bar, escape=out.isatty())
     if bar is not None:
         bar.close()
     if args.output not in (None, "-"):
         print(f"{count} rows written to {args.output}", file=sys.stderr)
+    if not count:
+        await _note_unseen_action(conn, args, filters)
     return EXIT_OK
+
+
+async def _note_unseen_action(conn: asyncpg.Connection, args: argparse.Namespace, filters: EventFilter) -> None:
+    """Say so when the action filter names an action no row has (a typo finds nothing, silently, otherwise)."""
+    if filters.action is None and filters.action_prefix is None:
+        return
+    probe = EventFilter(action=filters.action, action_prefix=filters.action_prefix)
+    where: list[Any] = []
+    condition = probe.where(where)[0]
+    if await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {_target(args.schema, args.table)} WHERE {condition})", *where
+    ):
+        return
+    known = await conn.fetch(
+        f"SELECT DISTINCT action FROM (SELECT action FROM {_target(args.schema, args.table)} "
+        "WHERE action IS NOT NULL ORDER BY created_at DESC LIMIT 10000) recent ORDER BY 1 LIMIT 20"
+    )
+    named = filters.action if filters.action is not None else f"{filters.action_prefix}*"
+    seen = ", ".join(escape_controls(r["action"]) for r in known) or "none"
+    print(f"note: no row has action {escape_controls(named)!r} (actions in recent rows: {seen})", file=sys.stderr)
 
 
 async def _tail(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     from ..store.export import TABLE_HEADER, format_table_row, to_json_line
     from ..store.follow import follow
 
+    filters = filters_from(args)
+    await _note_unseen_action(conn, args, filters)
     rows = follow(
         conn,
-        filters_from(args),
+        filters,
         schema=args.schema,
         table=args.table,
         last=args.last,
@@ -147,7 +177,8 @@ async def _tail(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
                 row = await asyncio.wait_for(anext(rows), remaining)
             except TimeoutError:
                 break
-            print(to_json_line(row) if args.json else format_table_row(row), flush=True)
+            line = to_json_line(row) if args.json else format_table_row(row)  # the table escapes its text
+            print(escape_controls(line, in_json=True) if args.json and sys.stdout.isatty() else line, flush=True)
             seen += 1
     finally:
         await rows.aclose()
@@ -174,12 +205,14 @@ async def _stats(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
+    if not result.total:
+        await _note_unseen_action(conn, args, filters)
     since = f"{result.since:%Y-%m-%d %H:%M:%S}" if result.since else "the start"
     until = f"{result.until:%Y-%m-%d %H:%M:%S}" if result.until else "now"
     print(f"{result.total:,} events from {since} to {until} (UTC)")
     print("\nby action:")
     for action, count in result.by_action:
-        print(f"  {action or '-':<40} {count:>12,}")
+        print(f"  {escape_controls(action or '-'):<40} {count:>12,}")
     print(f"\nby {args.by}:")
     for bucket, count in result.by_bucket:
         print(f"  {bucket:%Y-%m-%d %H:%M}  {count:>12,}")
@@ -190,7 +223,8 @@ async def _stats(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         print(f"\n{title} (top {args.top}):")
         for s in items:
             last = f"{s.last:%Y-%m-%d %H:%M}"
-            print(f"  {s.key or '-':<40} {s.failures:>8,} failures  {s.distinct:>6,} {other}  last {last}")
+            key = escape_controls(s.key or "-")
+            print(f"  {key:<40} {s.failures:>8,} failures  {s.distinct:>6,} {other}  last {last}")
     return EXIT_OK
 
 
@@ -199,7 +233,10 @@ async def _prune(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     from ..store.partitions import create_partitions, is_partitioned
     from ..store.retention import prune
 
-    cutoff = args.before or parse_when(f"{args.older_than}d")
+    key = os.environ.get(args.key_env) or None
+    if args.sign_stubs:
+        return await _sign_stubs(args, conn, key)
+    cutoff = args.before or args.older_than
     bar = ProgressBar(sys.stderr, None, "rows deleted") if _progress_wanted(args) and not args.dry_run else None
 
     def progress(done: int, total: int) -> None:
@@ -217,6 +254,7 @@ async def _prune(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
         batch_size=args.batch_size,
         dry_run=args.dry_run,
         progress=progress,
+        key=key,
     )
     if bar is not None:
         bar.close()
@@ -235,6 +273,19 @@ async def _prune(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
     if args.ahead is not None and await is_partitioned(conn, args.schema, args.table):
         created = await create_partitions(conn, schema=args.schema, table=args.table, ahead=args.ahead)
         print(f"created partitions: {', '.join(created) or 'none needed'}")
+    return EXIT_OK
+
+
+async def _sign_stubs(args: argparse.Namespace, conn: asyncpg.Connection, key: str | None) -> int:
+    from ..store.digests import sign_stubs
+    from ..store.partitions import PRUNE_SETTING
+
+    if key is None:
+        raise ConfigurationError(f"${args.key_env} is not set (the digest HMAC key the stubs are signed with)")
+    async with conn.transaction():
+        await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")  # past the append-only triggers
+        signed = await sign_stubs(conn, schema=args.schema, table=args.table, key=key)
+    print(f"signed {signed} stubs of an earlier prune")
     return EXIT_OK
 
 
@@ -316,8 +367,19 @@ def add_commands(commands: Any, add_dsn: Callable[[argparse.ArgumentParser], Non
     )
     add_dsn(prune)
     when = prune.add_mutually_exclusive_group(required=True)
-    when.add_argument("--older-than", type=positive, metavar="DAYS", help="delete rows older than DAYS days")
+    when.add_argument("--older-than", type=days_back, metavar="DAYS", help="delete rows older than DAYS days")
     when.add_argument("--before", type=parse_when, metavar="TIME", help="delete rows with created_at < TIME")
+    when.add_argument(
+        "--sign-stubs",
+        action="store_true",
+        help="once, after upgrading: sign the digests an earlier version pruned (run verify with it first)",
+    )
+    prune.add_argument(
+        "--key-env",
+        default="AUDIT_DIGEST_KEY",
+        help="variable holding the digest HMAC key, needed with a digests table: pruned digests are signed "
+        "(%(default)s)",
+    )
     prune.add_argument("--batch-size", type=positive, default=10_000, help="rows per transaction (10000)")
     prune.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     prune.add_argument("--ahead", type=int, metavar="N", help="partitioned: also create partitions N months ahead")

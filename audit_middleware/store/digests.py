@@ -21,9 +21,12 @@ hashes the text in Python. So jsonb's normalisation (key order, whitespace, numb
 cause a false alarm, and the writer spends no CPU of its own on it. The row hash is SHA-256 of
 that text in UTF-8.
 
-Pruning keeps the chain: :func:`prune_batch` deletes the rows of digests whose rows are all older
-than the cutoff and turns those digests into *stubs* (``ids`` and ``row_hashes`` emptied,
-``pruned_before`` set), whose ``mac`` still verifies. It must run with ``SET LOCAL
+Pruning keeps the chain: :func:`prune_batch` deletes the rows of the oldest digests (a prefix of
+the chain, in ``seq`` order) whose rows are all older than the cutoff and turns those digests into
+*stubs* (``ids`` and ``row_hashes`` emptied, ``pruned_before`` set), whose ``mac`` still verifies.
+What makes a digest count as pruned is signed with the key: ``prune_mac`` =
+HMAC-SHA256(key, seq, mac, pruned_before) (:func:`compute_prune_mac`), so without the key nobody can
+turn a digest into a stub or move the prune horizon. Prune must run with ``SET LOCAL
 audit_middleware.prune = 'on'`` when the append-only triggers are installed.
 """
 
@@ -47,16 +50,19 @@ __all__ = [
     "ZERO_MAC",
     "DigestWriter",
     "compute_mac",
+    "compute_prune_mac",
     "digests_table",
     "prune_batch",
     "row_hash",
     "row_text_sql",
+    "sign_stubs",
 ]
 
 ZERO_MAC = bytes(32)
 HASH_SIZE = 32
 TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US'
 MAC_CONTEXT = b"audit_middleware.digest.v1"
+PRUNE_CONTEXT = b"audit_middleware.prune.v1"
 PRUNE_SETTING = "audit_middleware.prune"
 MAX_IDENTIFIER = 63
 
@@ -120,6 +126,18 @@ def compute_mac(
             (min_created or "-").encode("ascii"),
             (max_created or "-").encode("ascii"),
         )
+    )
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def compute_prune_mac(key: bytes, seq: int, mac: bytes, pruned_before: str) -> bytes:
+    """HMAC-SHA256 signing that digest ``seq`` (whose ``mac`` binds its content and place) was pruned.
+
+    ``pruned_before`` is the cutoff as ``to_char(pruned_before, TIME_FORMAT)``: the prune horizon
+    ``verify`` tolerates missing rows under, so it must be as authentic as the digest itself.
+    """
+    message = b"\n".join(
+        (PRUNE_CONTEXT, str(seq).encode("ascii"), mac.hex().encode("ascii"), pruned_before.encode("ascii"))
     )
     return hmac.new(key, message, hashlib.sha256).digest()
 
@@ -244,16 +262,20 @@ async def prune_batch(
     schema: str,
     table: str,
     before: dt.datetime,
+    key: SecretKey | str,
     limit: int = 100,
     max_rows: int | None = None,
     delete_rows: bool = True,
     rows_from: str | None = None,
 ) -> tuple[int, int]:
-    """Prune up to ``limit`` digests whose rows are all older than ``before``; return (digests, rows).
+    """Prune up to ``limit`` of the oldest digests whose rows are all older than ``before``; return (digests, rows).
 
-    Deletes those digests' rows and turns the digests into stubs (their ``mac`` and chain links
-    stay verifiable; ``pruned_before`` records the cutoff, which ``verify`` uses to accept rows
-    missing from batches that straddle it). Returns (0, 0) when there is no digests table.
+    Deletes those digests' rows and turns the digests into stubs signed with ``key`` (their ``mac``
+    and chain links stay verifiable; ``pruned_before`` records the cutoff, which ``verify`` uses to
+    accept rows missing from batches that straddle it). Only a prefix of the chain is pruned: the
+    digests in ``seq`` order up to the first one with a row at or after ``before`` (a later batch of
+    older rows, e.g. a spool replayed late, waits until the prefix reaches it), so a stub after an
+    unpruned digest is always tampering. Returns (0, 0) when there is no digests table.
     Call it inside a transaction that ran ``SET LOCAL audit_middleware.prune = 'on'``, repeatedly
     until it returns 0 digests; then delete undigested older rows (or drop old partitions).
     ``before`` is a naive UTC timestamp, like ``created_at``.
@@ -263,22 +285,30 @@ async def prune_batch(
     caller that drops the partitions holding those rows in the same transaction. ``rows_from`` (a
     qualified, quoted relation name) deletes the rows from that relation only instead of the audit
     table: the default partition, whose rows the partition drop does not take.
+
+    Raises:
+        ConfigurationError: ``key`` is not a valid digest key.
+        SchemaError: the digests table predates ``prune_mac`` (run ``init-db --digests`` again).
     """
     check_identifier("schema", schema)
-    digests = f"{_quote(schema)}.{_quote(digests_table(table))}"
+    secret = check_digest_key(key).reveal()
+    name = digests_table(table)
+    digests = f"{_quote(schema)}.{_quote(name)}"
     if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
         return 0, 0
+    if not await has_prune_mac(conn, schema, name):
+        raise SchemaError(f"{schema}.{name} has no prune_mac column: run `audit-middleware init-db --digests` again")
     target = f"{_quote(schema)}.{_quote(table)}"
     picked = await conn.fetch(
-        f"SELECT seq, cardinality(ids) AS n FROM {digests} "
-        "WHERE pruned_before IS NULL AND max_created_at < $1 ORDER BY seq LIMIT $2",
+        f"SELECT seq, cardinality(ids) AS n, max_created_at < $1 AS old FROM {digests} "
+        "WHERE pruned_before IS NULL ORDER BY seq LIMIT $2",
         before,
         limit,
     )
     seqs: list[int] = []
     rows = 0
     for record in picked:
-        if seqs and max_rows is not None and rows + record["n"] > max_rows:
+        if not record["old"] or (seqs and max_rows is not None and rows + record["n"] > max_rows):
             break
         seqs.append(record["seq"])
         rows += record["n"]
@@ -291,9 +321,61 @@ async def prune_batch(
             "WHERE seq = ANY($1::bigint[])) RETURNING 1) SELECT count(*) FROM gone",
             seqs,
         )
-    await conn.execute(
-        f"UPDATE {digests} SET ids = '{{}}', row_hashes = '', pruned_before = $2 WHERE seq = ANY($1::bigint[])",
+    stubs = await conn.fetch(
+        f"UPDATE {digests} SET ids = '{{}}', row_hashes = '', pruned_before = $2 WHERE seq = ANY($1::bigint[]) "
+        f"RETURNING seq, mac, to_char(pruned_before, '{TIME_FORMAT}') AS cutoff",
         seqs,
         before,
     )
+    signatures = [compute_prune_mac(secret, r["seq"], bytes(r["mac"]), r["cutoff"]) for r in stubs]
+    await conn.execute(
+        f"UPDATE {digests} d SET prune_mac = s.prune_mac "
+        "FROM unnest($1::bigint[], $2::bytea[]) AS s(seq, prune_mac) WHERE d.seq = s.seq",
+        [r["seq"] for r in stubs],
+        signatures,
+    )
     return len(seqs), int(deleted)
+
+
+async def has_prune_mac(conn: Conn, schema: str, digests: str) -> bool:
+    """Whether the digests table has ``prune_mac`` (added by ``init-db --digests`` since stubs are signed)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'prune_mac' AND NOT attisdropped",
+        f"{_quote(schema)}.{_quote(digests)}",
+    )
+    return found is not None
+
+
+async def sign_stubs(conn: asyncpg.Connection, *, schema: str, table: str, key: SecretKey | str) -> int:
+    """Sign the stubs a prune made before stubs were signed (``prune_mac`` NULL); return how many.
+
+    A one-off migration that vouches for those stubs with ``key``: run it only after ``verify`` of
+    the earlier version found the chain intact, since whoever could turn digests into stubs before
+    is trusted by it. Stubs after the oldest signed one are left alone (this version made that one,
+    so an unsigned stub after it is not an earlier version's). Needs the ``prune_mac`` column
+    (``init-db --digests``) and, with the append-only triggers, a transaction that ran
+    ``SET LOCAL audit_middleware.prune = 'on'``.
+    """
+    check_identifier("schema", schema)
+    secret = check_digest_key(key).reveal()
+    name = digests_table(table)
+    if await conn.fetchval("SELECT to_regclass($1)", f"{_quote(schema)}.{_quote(name)}") is None:
+        return 0
+    if not await has_prune_mac(conn, schema, name):
+        raise SchemaError(f"{schema}.{name} has no prune_mac column: run `audit-middleware init-db --digests` again")
+    digests = f"{_quote(schema)}.{_quote(name)}"
+    # Only stubs older than every signed one: once this version has pruned, an unsigned stub after
+    # its stubs cannot be an earlier version's, and signing it would vouch for a forgery.
+    stubs = await conn.fetch(
+        f"SELECT seq, mac, to_char(pruned_before, '{TIME_FORMAT}') AS cutoff FROM {digests} "
+        "WHERE pruned_before IS NOT NULL AND prune_mac IS NULL "
+        f"AND seq < coalesce((SELECT min(seq) FROM {digests} WHERE prune_mac IS NOT NULL), 'Infinity'::numeric) "
+        "ORDER BY seq"
+    )
+    await conn.execute(
+        f"UPDATE {digests} d SET prune_mac = s.prune_mac "
+        "FROM unnest($1::bigint[], $2::bytea[]) AS s(seq, prune_mac) WHERE d.seq = s.seq",
+        [r["seq"] for r in stubs],
+        [compute_prune_mac(secret, r["seq"], bytes(r["mac"]), r["cutoff"]) for r in stubs],
+    )
+    return len(stubs)

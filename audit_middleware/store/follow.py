@@ -12,6 +12,7 @@ Memory is bounded by the number of rows in one ``lag`` window.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator
@@ -52,10 +53,7 @@ async def follow(
     """
     if poll_interval <= 0 or lag < 0 or last < 0:
         raise ConfigurationError("poll_interval must be positive; lag and last must not be negative")
-    base = filters or EventFilter()
-    base = EventFilter(
-        user_id=base.user_id, action=base.action, action_prefix=base.action_prefix, ip=base.ip, metadata=base.metadata
-    )
+    base = dataclasses.replace(filters or EventFilter(), since=None, until=None)
     window = dt.timedelta(seconds=lag)
     target = _target(schema, table)
     newest: dt.datetime | None = await conn.fetchval(f"SELECT max(created_at) FROM {target}")

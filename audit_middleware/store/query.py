@@ -10,6 +10,11 @@ repeated across pages.
 Times are naive UTC like the column; an aware ``datetime`` is converted to UTC first. ``since`` is
 inclusive, ``until`` exclusive.
 
+Users: ``user_id`` is the uuid column; an app whose user ids are not UUIDs (Django's and most Flask
+apps' integers) has them stored as text in ``metadata.user_ref``. ``EventFilter(user=...)`` takes
+either and looks where the writer put it: ``user=42`` and ``user="42"`` find ``user_ref`` ``"42"``,
+a UUID finds ``user_id``.
+
 Example:
     >>> f = EventFilter(user_id=uid, since=dt.datetime(2026, 3, 1), until=dt.datetime(2026, 4, 1))  # doctest: +SKIP
     >>> async for row in iter_events(conn, f):                                              # doctest: +SKIP
@@ -29,6 +34,7 @@ import asyncpg
 
 from ..errors import ConfigurationError
 from ..writer.config import DEFAULT_SCHEMA, DEFAULT_TABLE, check_identifier
+from ..writer.records import MAX_USER_REF, clean_str
 from .schema import quote_ident
 
 __all__ = ["AuditRow", "Cursor", "EventFilter", "Page", "fetch_page", "iter_events", "to_utc_naive"]
@@ -63,7 +69,7 @@ class Cursor:
         time_text, _, id_text = token.partition("|")
         try:
             return cls(to_utc_naive(dt.datetime.fromisoformat(time_text)), uuid.UUID(id_text))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: a time whose UTC falls outside years 1..9999
             raise ConfigurationError(f"cursor must look like '<iso time>|<uuid>', got {token!r}") from None
 
 
@@ -102,7 +108,9 @@ class EventFilter:
     """Which rows to read. Every given condition must hold (AND).
 
     Attributes:
-        user_id: rows of this user (UUID or UUID string).
+        user_id: rows of this ``user_id`` (UUID or UUID string).
+        user: rows of this user however the writer stored it: a UUID (or UUID string) matches
+            ``user_id``, anything else (``42``, ``"alice"``) matches ``metadata.user_ref``, as text.
         action: rows with exactly this action.
         action_prefix: rows whose action starts with this (``"password_"``); uses the action index.
         since / until: ``since <= created_at < until``.
@@ -111,6 +119,7 @@ class EventFilter:
     """
 
     user_id: uuid.UUID | str | None = None
+    user: uuid.UUID | str | int | None = None
     action: str | None = None
     action_prefix: str | None = None
     since: dt.datetime | None = None
@@ -132,8 +141,19 @@ class EventFilter:
                 object.__setattr__(self, name, to_utc_naive(value))
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ConfigurationError("since must be earlier than until")
-        if self.metadata is not None and not isinstance(self.metadata, Mapping):
-            raise ConfigurationError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
+        if self.user is not None:
+            object.__setattr__(self, "user", _user_key(self.user))
+        for name in ("action", "action_prefix", "ip"):
+            _check_text(name, getattr(self, name))
+        if self.metadata is not None:
+            if not isinstance(self.metadata, Mapping):
+                raise ConfigurationError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
+            _metadata_json(self.metadata)
+
+    @property
+    def user_ref(self) -> str | None:
+        """The ``metadata.user_ref`` text ``user`` matches (None when ``user`` is a UUID or not set)."""
+        return self.user if isinstance(self.user, str) else None
 
     def where(self, args: list[Any]) -> list[str]:
         """SQL conditions for this filter, appending their parameters to ``args`` ($n numbering)."""
@@ -145,6 +165,12 @@ class EventFilter:
 
         if self.user_id is not None:
             conditions.append(f"user_id = {param(self.user_id)}")
+        if isinstance(self.user, uuid.UUID):
+            conditions.append(f"user_id = {param(self.user)}")
+        elif self.user is not None:
+            # ->> gives the text of a string or a number alike (the writer stores text; older rows may not).
+            # The ? test lets the planner use the partial index of 003_user_ref_index.sql.
+            conditions.append(f"metadata ? 'user_ref' AND metadata->>'user_ref' = {param(self.user)}")
         if self.action is not None:
             conditions.append(f"action = {param(self.action)}")
         if self.action_prefix is not None:
@@ -159,8 +185,57 @@ class EventFilter:
         if self.ip is not None:
             conditions.append(f"metadata->>'ip' = {param(self.ip)}")
         if self.metadata is not None:
-            conditions.append(f"metadata @> {param(json.dumps(self.metadata))}::jsonb")
+            conditions.append(f"metadata @> {param(_metadata_json(self.metadata))}::jsonb")
         return conditions
+
+
+def _user_key(value: object) -> uuid.UUID | str:
+    """A UUID for the ``user_id`` column, else the text the writer stores as ``metadata.user_ref``."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConfigurationError(f"user must be a UUID, a string or an integer, got {type(value).__name__}")
+    text = str(value)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    return clean_str(text[:MAX_USER_REF])  # as the writer cleaned and shortened it (NUL, lone surrogates)
+
+
+def _check_text(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ConfigurationError(f"{name} must not contain NUL (PostgreSQL text cannot hold it): {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{name} is not valid Unicode text: {value!r}") from None
+
+
+def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    """The JSON of a metadata filter, or ``ConfigurationError`` for what ``jsonb`` cannot hold."""
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # a set or object, NaN, a lone surrogate
+        raise ConfigurationError(f"metadata filter is not JSON that PostgreSQL can store: {exc}") from None
+    if _has_nul(metadata):
+        raise ConfigurationError("metadata filter must not contain NUL (PostgreSQL jsonb cannot hold it)")
+    return text
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +314,8 @@ async def iter_events(
     Args:
         conn: an asyncpg connection or pool.
         filters: which rows; all rows if None.
-        schema / table: the audit table.
+        schema: the audit table's schema.
+        table: the audit table.
         descending: newest first.
         after: start after this position (exclusive), e.g. a cursor saved from an earlier read.
         page_size: rows fetched per query; memory is bounded by one page.

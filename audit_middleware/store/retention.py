@@ -16,10 +16,13 @@ partition drop first turns the digests of the rows it removes into stubs
 those batches' rows that sit in the default partition, and the batch path first
 deletes whole digested batches entirely older than the cutoff with ``prune_batch`` (one
 transaction of about ``batch_size`` rows each), then the remaining older rows by ``created_at``.
+``prune_batch`` signs the stubs with the digest key, so a prune of a digested table needs the key
+(``verify`` reports a stub it cannot authenticate), and it stubs only a prefix of the chain.
 ``verify`` accepts a row missing from a batch only when the batch began before the prune horizon
 (the latest stub's cutoff), so rows that would look deleted are kept: the cutoff is moved back to
 the start of the oldest such batch, and a partition holding some is not dropped. That only happens
-when no digested batch is entirely older than the cutoff; the next prune takes those rows.
+when no digested batch at the head of the chain is entirely older than the cutoff; a later prune
+takes those rows.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ..errors import ConfigurationError
-from ..writer.config import DEFAULT_SCHEMA, DEFAULT_TABLE
+from ..writer.config import DEFAULT_SCHEMA, DEFAULT_TABLE, SecretKey, check_digest_key
 from .digests import digests_table, prune_batch
 from .partitions import PRUNE_SETTING, Partition, is_partitioned, list_partitions
 from .query import _target, to_utc_naive
@@ -67,6 +70,7 @@ async def prune(
     batch_size: int = 10_000,
     dry_run: bool = False,
     progress: Progress | None = None,
+    key: SecretKey | str | None = None,
 ) -> PruneReport:
     """Delete every row with ``created_at < cutoff``; drop whole partitions when the table is partitioned.
 
@@ -77,6 +81,12 @@ async def prune(
         batch_size: rows deleted per transaction.
         dry_run: only count what would be deleted and dropped.
         progress: called after each batch with (deleted so far, total).
+        key: the digest key; required when the table has a digests table (the stubs are signed with
+            it), except for a dry run.
+
+    Raises:
+        ConfigurationError: bad ``batch_size``; a digests table but no (valid) ``key``, or a cutoff in
+            the future.
 
     Example:
         >>> cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)   # doctest: +SKIP
@@ -89,6 +99,18 @@ async def prune(
     digests = _target(schema, digests_table(table))
     if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
         digests = ""
+    elif not dry_run:
+        if key is None:
+            raise ConfigurationError(
+                f"{schema}.{table} keeps tamper-evidence digests: prune needs the digest key to sign the "
+                "pruned digests (key=..., or $AUDIT_DIGEST_KEY for the command)"
+            )
+        key = check_digest_key(key)
+        if cutoff > await conn.fetchval("SELECT now() AT TIME ZONE 'UTC'"):
+            raise ConfigurationError(
+                f"cutoff {cutoff} is in the future: on a table with digests verify would report its stubs "
+                "(a future prune horizon is how a forged stub hides rows)"
+            )
     doomed = []
     default: str | None = None
     if await is_partitioned(conn, schema, table):
@@ -104,7 +126,7 @@ async def prune(
         return PruneReport(cutoff, int(total), 0, dropped, dry_run=True, kept_from=_kept(before, cutoff))
     deleted = 0
     for partition in doomed:
-        deleted += await _drop_partition(conn, schema, table, partition, digests, default)
+        deleted += await _drop_partition(conn, schema, table, partition, digests, default, key)
     total = 0
     if progress is not None:  # counting a huge backlog takes a while: only for a progress display
         total = int(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE created_at < $1", before))
@@ -113,7 +135,7 @@ async def prune(
         async with conn.transaction():
             await conn.execute(f"SELECT set_config('{PRUNE_SETTING}', 'on', true)")
             stubbed, rows = await prune_batch(
-                conn, schema=schema, table=table, before=cutoff, limit=1000, max_rows=batch_size
+                conn, schema=schema, table=table, before=cutoff, key=key or "", limit=1000, max_rows=batch_size
             )
         if not stubbed:
             before = await _verifiable_before(conn, digests, cutoff)  # again: batches may have come meanwhile
@@ -146,7 +168,13 @@ async def prune(
 
 
 async def _drop_partition(
-    conn: asyncpg.Connection, schema: str, table: str, partition: Partition, digests: str, default: str | None
+    conn: asyncpg.Connection,
+    schema: str,
+    table: str,
+    partition: Partition,
+    digests: str,
+    default: str | None,
+    key: SecretKey | str | None,
 ) -> int:
     """Drop ``partition`` in one transaction; with digests, stub those of the rows it held first.
 
@@ -168,6 +196,7 @@ async def _drop_partition(
                     schema=schema,
                     table=table,
                     before=partition.end,
+                    key=key or "",
                     limit=1000,
                     delete_rows=default is not None,
                     rows_from=default,
@@ -200,15 +229,17 @@ async def _verifiable_partitions(
 async def _verifiable_before(conn: asyncpg.Connection, digests: str, cutoff: dt.datetime) -> dt.datetime:
     """The latest time before which every row may go without ``verify`` reporting it deleted.
 
-    ``cutoff`` itself, unless a digested batch with rows older than it is not entirely older (so it
-    stays, not a stub) and began at or after the prune horizon as it will be once every batch
-    entirely older than ``cutoff`` is a stub: then the start of the oldest such batch.
+    ``cutoff`` itself, unless a digested batch with rows older than it stays (not a stub) and began
+    at or after the prune horizon as it will be once the prefix of batches entirely older than
+    ``cutoff`` is stubbed: then the start of the oldest such batch.
     """
     found = await conn.fetchval(
-        f"WITH h AS (SELECT greatest(max(pruned_before), "
-        f"CASE WHEN bool_or(pruned_before IS NULL AND max_created_at < $1) THEN $1 END) AS horizon FROM {digests}) "
-        f"SELECT min(d.min_created_at) FROM {digests} d, h WHERE d.pruned_before IS NULL "
-        "AND d.min_created_at < $1 AND (h.horizon IS NULL OR d.min_created_at >= h.horizon)",
+        f"WITH kept AS (SELECT min(seq) AS seq FROM {digests} WHERE pruned_before IS NULL AND max_created_at >= $1), "
+        f"h AS (SELECT greatest((SELECT max(pruned_before) FROM {digests}), "
+        f"CASE WHEN EXISTS (SELECT 1 FROM {digests} p, kept WHERE p.pruned_before IS NULL "
+        "AND (kept.seq IS NULL OR p.seq < kept.seq)) THEN $1 END) AS horizon) "
+        f"SELECT min(d.min_created_at) FROM {digests} d, h, kept WHERE d.pruned_before IS NULL "
+        "AND d.seq >= kept.seq AND d.min_created_at < $1 AND (h.horizon IS NULL OR d.min_created_at >= h.horizon)",
         cutoff,
     )
     return cutoff if found is None else min(cutoff, found)

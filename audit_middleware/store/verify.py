@@ -15,11 +15,16 @@ Checks, each reported as a :class:`Finding` with the first bad position (``seq``
   also a chain that does not start at seq 1 or at a prune stub (oldest digests deleted);
 * ``checkpoint``: the chain head is behind the operator's checkpoint, or its ``mac`` at the
   checkpoint's seq differs (newest rows *and* digests deleted), or the checkpoint file is not genuine;
-* ``pruned``: a prune stub newer than its own cutoff (a recent batch disguised as pruned).
+* ``pruned``: a prune stub that is not genuine: its ``prune_mac`` does not verify (a digest turned
+  into a stub, or its cutoff moved, without the key), it follows an unpruned digest (prune only
+  takes the oldest), its cutoff is in the future or not after its own newest row, or it still
+  lists rows; also an unpruned digest that carries a ``prune_mac``.
 
-Rows missing from a batch whose oldest row is older than the prune horizon (the latest
-``pruned_before`` of any stub) are counted as ``pruned_missing``, not as tampering: ``prune``
-deletes by ``created_at`` and a batch can straddle the cutoff.
+Rows missing from a batch whose oldest row is older than the prune horizon (the latest cutoff of
+the genuine stubs) are counted as ``pruned_missing``, not as tampering: ``prune`` deletes by
+``created_at`` and a batch can straddle the cutoff. Unless the batch has rows at or after the
+horizon and none is left: its newest row is one no prune deleted. Only genuine stubs move the horizon, and only
+their ids are left out of the search for ``unrecorded`` rows.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from .digests import (
     TIME_FORMAT,
     ZERO_MAC,
     compute_mac,
+    compute_prune_mac,
     digests_table,
+    has_prune_mac,
     row_hash,
     row_text_sql,
     use_iso_datestyle,
@@ -141,6 +148,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.counts
 
+    @property
+    def key_suspect(self) -> bool:
+        """True when every digest's HMAC fails: the key given is probably not the writer's."""
+        return self.digests > 0 and self.counts["bad_mac"] == self.digests
+
     def add(self, kind: str, seq: int | None, id: str | None, detail: str) -> None:
         self.counts[kind] += 1
         if len(self.findings) < MAX_FINDINGS:
@@ -156,8 +168,10 @@ class VerifyReport:
 class _Chain:
     """Checks digests one by one, in seq order."""
 
-    def __init__(self, report: VerifyReport, key: bytes, horizon: str | None, checkpoint: Checkpoint | None) -> None:
-        self.report, self.key, self.horizon, self.checkpoint = report, key, horizon, checkpoint
+    def __init__(self, report: VerifyReport, key: bytes, now: str, checkpoint: Checkpoint | None) -> None:
+        self.report, self.key, self.now, self.checkpoint = report, key, now, checkpoint
+        self.horizon: str | None = None  # the latest cutoff of a genuine stub seen so far
+        self.unpruned_seen = False
         self.prev: tuple[int, bytes] | None = None
         self.checkpoint_mac: bytes | None = None
 
@@ -178,20 +192,51 @@ class _Chain:
             report.add("bad_mac", seq, None, "HMAC does not verify (digest altered or forged without the key)")
         if stub:
             report.pruned_digests += 1
-            if d["max_created"] is not None and d["max_created"] >= d["pruned_cutoff"]:
-                report.add("pruned", seq, None, f"stub of a batch newer than its prune cutoff {d['pruned_cutoff']}")
+            problem = self._stub_problem(d, seq, mac)
+            if problem:
+                report.add("pruned", seq, None, problem)
+            elif self.horizon is None or d["pruned_cutoff"] > self.horizon:
+                self.horizon = d["pruned_cutoff"]
+        else:
+            self.unpruned_seen = True
+            if d["prune_mac"] is not None:  # prune signs only the stubs it makes
+                report.add("pruned", seq, None, "unpruned digest carries a prune signature")
         if self.checkpoint is not None and seq == self.checkpoint.seq:
             self.checkpoint_mac = mac
         self.prev = (seq, mac)
         report.digests += 1
         report.head_seq, report.head_mac = seq, mac
 
+    def _stub_problem(self, d: asyncpg.Record, seq: int, mac: bytes) -> str | None:
+        """Why the stub ``d`` is not a genuine prune, or None. Only a genuine stub moves the horizon."""
+        cutoff, signature = d["pruned_cutoff"], d["prune_mac"]
+        if signature is None or not hmac.compare_digest(
+            compute_prune_mac(self.key, seq, mac, cutoff), bytes(signature)
+        ):
+            return (
+                "stub not signed by the key (turned into a stub or its cutoff changed without the key, or "
+                "pruned before stubs were signed: see `prune --sign-stubs`)"
+            )
+        if self.unpruned_seen:
+            return "stub after an unpruned digest (prune only takes the oldest digests)"
+        if cutoff > self.now:
+            return f"prune cutoff {cutoff} is in the future"
+        if d["max_created"] is not None and d["max_created"] >= cutoff:
+            return f"stub of a batch newer than its prune cutoff {cutoff}"
+        if d["ids"] or d["row_hashes"]:
+            return "stub still lists rows"
+        return None
+
     def rows(self, d: asyncpg.Record, rows: Sequence[asyncpg.Record]) -> None:
         report, seq, ids = self.report, d["seq"], d["ids"]
         hashes = bytes(d["row_hashes"])
         if len(hashes) != HASH_SIZE * len(ids) or hashlib.sha256(hashes).digest() != bytes(d["batch_hash"]):
             report.add("bad_hash", seq, None, "batch_hash does not match the recorded row hashes")
+        # Stubs come first in a genuine chain, so every genuine cutoff is known before any row is checked.
         tolerate = self.horizon is not None and d["min_created"] is not None and d["min_created"] < self.horizon
+        if tolerate and d["max_created"] >= self.horizon and not any(row["present"] for row in rows):
+            # prune deletes only rows older than its cutoff: the batch's newest row cannot be gone.
+            tolerate = False
         for i, (event_id, row) in enumerate(zip(ids, rows, strict=True)):
             if not row["present"]:
                 if tolerate:
@@ -223,19 +268,54 @@ async def verify(
         checkpoint / checkpoint_hmac: from :meth:`Checkpoint.load`, to detect deleted newest digests.
 
     Raises:
-        SchemaError: the digests table does not exist.
+        SchemaError: the digests table does not exist, or row-level security filters what this role reads.
     """
     check_identifier("schema", schema)
     check_identifier("table", table)
     secret = check_digest_key(key).reveal()
     audit, digests = f"{_q(schema)}.{_q(table)}", f"{_q(schema)}.{_q(digests_table(table))}"
     report = VerifyReport(schema=schema, table=table)
+    try:
+        chain = await _verify(conn, report, secret, audit, digests, schema, table, checkpoint)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        if "row-level security" not in str(exc):
+            raise
+        raise SchemaError(
+            f"row-level security policies filter what this role reads of {schema}.{table} or its digests, so "
+            "verify cannot see every row: run it as a role that bypasses them (superuser, or BYPASSRLS), and "
+            "ask who added the policies"
+        ) from None
+    _check_point(report, chain, checkpoint, checkpoint_hmac, secret)
+    return report
+
+
+async def _verify(
+    conn: asyncpg.Connection,
+    report: VerifyReport,
+    secret: bytes,
+    audit: str,
+    digests: str,
+    schema: str,
+    table: str,
+    checkpoint: Checkpoint | None,
+) -> _Chain:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # Only the built-in functions: a search_path set for the verifying role (ALTER ROLE ... SET) could
+        # otherwise put an attacker's unnest(uuid[]) or to_char() before them and hide planted rows.
+        await conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        # A row-level security policy could hide planted rows (or digests) from the verifying role alone: with
+        # row_security off, a query such a policy would filter fails instead (roles that bypass RLS are unaffected)
+        await conn.execute("SET LOCAL row_security = off")
         await use_iso_datestyle(conn)
         if await conn.fetchval("SELECT to_regclass($1)", digests) is None:
-            raise SchemaError(f"{schema}.{digests_table(table)} does not exist: nothing to verify")
-        report.horizon = await conn.fetchval(f"SELECT to_char(max(pruned_before), '{TIME_FORMAT}') FROM {digests}")
-        chain = _Chain(report, secret, report.horizon, checkpoint)
+            raise SchemaError(
+                f"{schema}.{digests_table(table)} does not exist: nothing to verify (create it with "
+                "`audit-middleware init-db --digests` and give the writer a digest_key)"
+            )
+        now = await conn.fetchval(f"SELECT to_char(now() AT TIME ZONE 'UTC', '{TIME_FORMAT}')")
+        chain = _Chain(report, secret, now, checkpoint)
+        # A table made before stubs were signed has no prune_mac: every stub in it is then unsigned.
+        signed = "prune_mac" if await has_prune_mac(conn, schema, digests_table(table)) else "NULL::bytea AS prune_mac"
         fetch_rows = await conn.prepare(
             f"SELECT t.id IS NOT NULL AS present, {row_text_sql('t')} AS text "
             f"FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, ord) LEFT JOIN {audit} t ON t.id = u.id ORDER BY u.ord"
@@ -243,7 +323,7 @@ async def verify(
         group: list[asyncpg.Record] = []
         size = 0
         query = (
-            "SELECT seq, ids, row_hashes, batch_hash, prev_mac, mac, pruned_before, "
+            f"SELECT seq, ids, row_hashes, batch_hash, prev_mac, mac, pruned_before, {signed}, "
             f"to_char(min_created_at, '{TIME_FORMAT}') AS min_created, "
             f"to_char(max_created_at, '{TIME_FORMAT}') AS max_created, "
             f"to_char(pruned_before, '{TIME_FORMAT}') AS pruned_cutoff FROM {digests} ORDER BY seq"
@@ -257,9 +337,9 @@ async def verify(
                 await _check_group(chain, fetch_rows, group)
                 group, size = [], 0
         await _check_group(chain, fetch_rows, group)
+        report.horizon = chain.horizon
         await _unrecorded(conn, report, audit, digests)
-    _check_point(report, chain, checkpoint, checkpoint_hmac, secret)
-    return report
+    return chain
 
 
 async def _check_group(chain: _Chain, fetch_rows: Any, group: list[asyncpg.Record]) -> None:
@@ -279,7 +359,9 @@ async def _unrecorded(conn: asyncpg.Connection, report: VerifyReport, audit: str
     # estimate unnest(ids) and, without fresh statistics, picks a nested loop that costs rows x rows.
     # EXCEPT ALL also counts a second copy of a listed id (possible in a partitioned table).
     found = await conn.fetch(
-        f"WITH missing AS (SELECT id FROM {audit} EXCEPT ALL SELECT unnest(ids) FROM {digests}) "
+        # A stub's ids never count: a row listed only by a stub is a row prune deleted, or an insert.
+        f"WITH missing AS (SELECT id FROM {audit} EXCEPT ALL SELECT unnest(ids) FROM {digests} "
+        "WHERE pruned_before IS NULL) "
         f"SELECT t.id::text AS id, to_char(t.created_at, '{TIME_FORMAT}') AS created, count(*) OVER () AS total "
         f"FROM missing m JOIN {audit} t ON t.id = m.id ORDER BY t.created_at, t.id LIMIT {MAX_FINDINGS}"
     )

@@ -123,7 +123,7 @@ class WriterConfig:
             ``"drop"`` (count it; a gap event records the hole) or ``"block"`` (a caller on another
             thread waits up to ``block_timeout``, then the event is dropped; on the event loop's own
             thread ``block`` spools instead, since waiting there would stall the loop and the writer).
-        spool_dir: directory of the disk spool (default ``<tempdir>/audit_middleware-spool``).
+        spool_dir: directory of the disk spool (default: the user's state directory, ``delivery.default_spool_dir``).
         spool_max_bytes: cap of one process's spool; past it events are dropped and counted.
         block_timeout: seconds ``overflow="block"`` waits for room.
         dead_letter_path: JSON-lines file of rows the database refused (default ``<spool_dir>/dead-letter.jsonl``).

@@ -30,7 +30,9 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str
 def loggable_reason(reason: str) -> str:
     """The error class, SQLSTATE and constraint name of a rejection; never the message's quoted values."""
     head = reason.partition(":")[0]
-    constraint = _CONSTRAINT.search(reason)
+    # Only an integrity violation (SQLSTATE class 23) names a constraint; any other message (a trigger's
+    # RAISE) is free text that can quote the row, "constraint" included.
+    constraint = _CONSTRAINT.search(reason) if "(23" in head else None
     return f"{head}, constraint {constraint.group(1)}" if constraint else head
 
 

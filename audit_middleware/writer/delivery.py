@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,18 +20,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._types import Row
+from .._types import Row, Sink
 from .config import WriterConfig
 from .deadletter import DeadLetterFile
 from .records import AuditEvent, to_row
-from .spool import MSG_TORN, ClaimedSpool, Spool, decode_row, encode_row, former_spool_targets, spool_target
+from .spool import (
+    LOCK_NAME,
+    MSG_TORN,
+    ClaimedSpool,
+    Spool,
+    _lock,
+    database_identity,
+    decode_row,
+    encode_row,
+    former_spool_targets,
+    pending_spools,
+    read_segment,
+    segments,
+    spool_target,
+)
 
-__all__ = ["GAP_ACTION", "Delivery", "Gap", "default_spool_dir", "encode_rows"]
+__all__ = ["GAP_ACTION", "Delivery", "Gap", "SpoolInUseError", "default_spool_dir", "encode_rows", "replay_directory"]
 
 logger = logging.getLogger("audit_middleware.writer")
 
 GAP_ACTION = "audit_gap"
 MSG_SPOOL_ERROR = "audit spool write failed (%s): %s events dropped"
+MSG_STRANDED = (
+    "audit spool: %s events in %s wait for %s, which this writer does not write to; unless a writer for it "
+    "starts, replay them with: audit-middleware spool replay %s --dsn DSN"
+)
+MSG_CLAIM_REPLAYED = "audit spool: replayed %s events left by a stopped process, from %s"
 MSG_SEGMENT_UNREADABLE = "audit spool segment %s cannot be read, skipped: %s"
 SLICE = 200  # rows encoded or decoded on the loop between yields
 REPLAY_BATCH = 500  # rows per replayed write: small enough that encoding one never stalls the loop for long
@@ -47,8 +67,23 @@ async def encode_rows(rows: list[Row]) -> list[bytes]:
 
 
 def default_spool_dir() -> str:
-    """``<tempdir>/audit_middleware-spool``; set ``spool_dir`` to a persistent disk in production."""
-    return os.path.join(tempfile.gettempdir(), "audit_middleware-spool")
+    """This user's state directory's ``audit_middleware/spool`` (the platform's convention).
+
+    ``$XDG_STATE_HOME/audit_middleware/spool``, else ``~/.local/state/audit_middleware/spool`` (Linux,
+    BSD; the XDG base directory spec, as ``platformdirs.user_state_dir`` has it); on macOS
+    ``~/Library/Application Support/audit_middleware/spool``. Not the shared temp directory, where
+    other users and tmp cleaners can remove what an outage spooled. Without a home directory (a
+    service user with none): ``<tempdir>/audit_middleware-spool-<uid>``, checked like any spool.
+    """
+    state = os.environ.get("XDG_STATE_HOME", "")
+    home = "~/Library/Application Support" if sys.platform == "darwin" else "~/.local/state"
+    try:
+        base = Path(state) if os.path.isabs(state) and sys.platform != "darwin" else Path(home).expanduser()
+    except RuntimeError:  # no home directory to expand "~" to
+        base = Path(home)
+    if not base.is_absolute():  # "~" did not expand: no home directory
+        return os.path.join(tempfile.gettempdir(), f"audit_middleware-spool-{os.geteuid()}")
+    return str(base / "audit_middleware" / "spool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +122,13 @@ class Delivery:
         self.config = config
         self.enabled = enabled  # False: no disk spool (a custom sink without spool_dir), losses are counted
         root = config.spool_dir or default_spool_dir()
+        self.root = Path(root)
         self.spool = Spool(
             root,
             spool_target(config.dsn, config.schema, config.table),
             max_bytes=config.spool_max_bytes,
             formerly=former_spool_targets(config.dsn, config.schema, config.table),
+            describe={"database": database_identity(config.dsn), "schema": config.schema, "table": config.table},
         )
         self.dead_letters = DeadLetterFile(config.dead_letter_path or os.path.join(root, "dead-letter.jsonl"))
         self._lock = threading.Lock()
@@ -174,10 +211,21 @@ class Delivery:
         rows = [to_row(e, max_metadata_bytes=limits[0], max_string_length=limits[1]) for e in events]
         return self.spool_rows(rows, sync=sync) if rows else 0
 
-    async def hand_over(self, rows: list[Row]) -> bool:
-        """Move a batch whose first attempt failed to the spool (fsynced); False if the spool cannot take it."""
+    async def hand_over(self, rows: list[Row], *, taken: Callable[[], object] | None = None) -> bool:
+        """Move a batch whose first attempt failed to the spool (fsynced); False if the spool cannot take it.
+
+        ``taken`` runs in the spooling thread once the batch is on disk, even if the caller was
+        cancelled meanwhile (the caller's copy is then dropped exactly once).
+        """
         lines = await encode_rows(rows)
-        return await asyncio.to_thread(self.spool_batch, rows, lines)
+
+        def spool() -> bool:
+            done = self.spool_batch(rows, lines)
+            if done and taken is not None:
+                taken()
+            return done
+
+        return await asyncio.to_thread(spool)
 
     def sync(self) -> None:
         try:
@@ -199,6 +247,26 @@ class Delivery:
                 if not claim.segments:
                     claim.release(remove=True)
                     self._claims.remove(claim)
+        self.report_stranded()
+
+    def report_stranded(self) -> None:
+        """Log the spools of stopped processes under this root that this writer will never replay.
+
+        They were spooled for another database or table (a DSN whose port changed, a renamed table):
+        unless a writer for that target starts, they wait forever, so each is named with its count
+        and the command that replays it elsewhere.
+        """
+        mine = set(self.spool.bases)
+        for pending in pending_spools(self.root):
+            if pending.live or pending.directory.parent in mine:
+                continue
+            target = pending.target
+            where = (
+                f"{target.get('database')} {target.get('schema')}.{target.get('table')}"
+                if target
+                else "an unknown target"
+            )
+            logger.warning(MSG_STRANDED, pending.rows, pending.directory, where, pending.directory)
 
     @property
     def backlog(self) -> bool:
@@ -259,9 +327,12 @@ class Delivery:
         with self._lock:
             self._orphans.remove(segment)
             claim = segment.claim
+            if claim is not None:
+                claim.replayed += rows
             if claim is not None and not any(s.claim is claim for s in self._orphans):
                 claim.release(remove=True)
                 self._claims.remove(claim)
+                logger.info(MSG_CLAIM_REPLAYED, claim.replayed, claim.directory)
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -300,3 +371,49 @@ class Delivery:
             "dead_lettered": self.dead_lettered,
             "spool_bytes": self.spool.bytes,
         }
+
+
+class SpoolInUseError(OSError):
+    """The spool directory is locked: its process still runs, or a writer is replaying it."""
+
+
+async def replay_directory(
+    directory: Path, sink: Sink, dead_letters: DeadLetterFile, *, batch_size: int = REPLAY_BATCH
+) -> tuple[int, int]:
+    """Replay one stopped process's spool directory into ``sink``, then delete it.
+
+    For a spool no writer will claim (it was spooled for another database or table). Rows go
+    through the sink's idempotent retry path, so a replay interrupted and run again stores each
+    row once; rows the database refuses go to ``dead_letters``. Each segment is deleted once its
+    rows are committed. Returns (rows written or dead-lettered, rows dead-lettered).
+
+    Raises:
+        SpoolInUseError: the directory's lock is held (its process is alive, or it is being replayed).
+        OSError: the directory is not a spool directory of this user.
+    """
+    lock = directory / LOCK_NAME
+    if not lock.exists():
+        raise OSError(f"{directory} is not a process spool directory (no {LOCK_NAME} file)")
+    fd = _lock(lock)
+    if fd is None:
+        raise SpoolInUseError(f"{directory} is locked: its process is still running, or it is being replayed")
+    done = refused = 0
+    try:
+        for path in segments(directory):
+            batches: list[list[Row]] = await asyncio.to_thread(_read_all, path, batch_size)
+            for rows in batches:
+                rejected = await sink.write(rows, retry=True)
+                for item in rejected:
+                    await asyncio.to_thread(dead_letters.append, item.row, item.reason)
+                done += len(rows)
+                refused += len(rejected)
+            path.unlink()
+    except BaseException:
+        os.close(fd)
+        raise
+    ClaimedSpool(directory, fd).release(remove=True)
+    return done, refused
+
+
+def _read_all(path: Path, batch_size: int) -> list[list[Row]]:
+    return list(read_segment(path, batch_size))

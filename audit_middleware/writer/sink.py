@@ -7,11 +7,15 @@ ON CONFLICT DO NOTHING``: ids are made at capture time, so a retry never duplica
 conflict target, so the same statement works on a partitioned table, whose primary key is
 ``(id, created_at)`` (both made together at capture time, so that key is as unique as ``id``).
 
-A batch the database rejects because of its content (data errors, constraint violations) is split
-in halves until the offending rows are isolated; the rest lands. A row whose ``user_id`` has no
-matching user (foreign key) is stored with ``user_id`` NULL and the id kept in ``metadata.user_ref``.
-Any other row the database refuses is returned as :class:`Rejected` with the server's reason.
-Connection and server-state errors propagate: the writer retries the whole batch later. Every
+A batch the database refuses with an error that can be about a row (any SQLSTATE but those of
+:data:`AVAILABILITY_CLASSES`: data errors, constraints, a trigger's ``RAISE``, ...) is split in halves
+until the offending rows are isolated; the rest lands. Errors of :data:`TABLE_CLASSES` (a missing
+table or column, a privilege) are usually about the table, not a row: when every part of a split
+fails with one of them, the whole batch is retried instead, so a missing table never sends rows to
+the dead-letter file. A row whose ``user_id`` has no matching user (foreign key) is stored with
+``user_id`` NULL and the id kept in ``metadata.user_ref``. Any other row the database refuses is
+returned as :class:`Rejected` with the server's reason. Connection and server-state errors propagate:
+the writer retries the whole batch later. Every
 command is bounded by ``timeout`` and every connection attempt by ``connect_timeout``; after any
 such error (or a cancellation) the pool is terminated, so a dead or half-open connection is never
 used again: the next attempt opens fresh connections.
@@ -43,12 +47,16 @@ logger = logging.getLogger("audit_middleware.sinks.postgres")
 
 DIGEST_SPLIT_MIN = 200  # with digests, a batch of at least twice this many rows is written as two halves
 
-# Errors caused by a row's content: isolating the row lets the others land.
-ROW_ERRORS: tuple[type[Exception], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
-)
+# SQLSTATE classes that say the server or the connection cannot take writes now, whatever the rows:
+# connection exception, invalid transaction state (a read-only standby), transaction rollback
+# (serialization, deadlock), insufficient resources, object not in prerequisite state (lock not
+# available), operator intervention (shutdown, cancel), system error, configuration, internal error.
+AVAILABILITY_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "F0", "XX"})
+# SQLSTATE classes that are usually about the table, not a row (undefined table or column, privileges,
+# wrong schema or database, authorization): isolated only when part of the batch lands.
+TABLE_CLASSES = frozenset({"0A", "0L", "0P", "28", "2B", "3D", "3F", "42"})
+# Client-side errors caused by a row's value (asyncpg cannot encode it): also isolated.
+CLIENT_ROW_ERRORS: tuple[type[Exception], ...] = (asyncpg.exceptions._base.DataError,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,10 @@ class PostgresSink:
 
     Args:
         dsn: connection string (or pass ``pool`` to share one).
-        schema / table: where rows go; see ``schema.apply`` to create the table.
-        min_size / max_size: size of the sink's own pool.
+        schema: the schema rows go to.
+        table: the table rows go to; see ``init_db`` to create it.
+        min_size: the smallest size of the sink's own pool.
+        max_size: the largest size of the sink's own pool.
         timeout: seconds one command (COPY or INSERT) may take.
         connect_timeout: seconds to open a connection.
         pool: an existing asyncpg pool to use instead of creating one (not closed by ``aclose``).
@@ -130,6 +140,24 @@ class PostgresSink:
                     server_settings={"application_name": "audit_middleware"},
                 )
 
+    async def table_exists(self) -> bool:
+        """True if the audit table exists (checked once at writer start, on a connection of its own).
+
+        Raises if the server cannot be reached (the writer then leaves the report to the writes).
+        """
+        query = "SELECT to_regclass($1) IS NOT NULL"
+        name = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        if self._dsn is None:
+            assert self._pool is not None  # a sink without a dsn has a pool
+            return bool(await self._pool.fetchval(query, name, timeout=self._timeout))
+        conn = await asyncpg.connect(
+            str(self._dsn), timeout=self._connect_timeout, server_settings={"application_name": "audit_middleware"}
+        )
+        try:
+            return bool(await conn.fetchval(query, name, timeout=self._timeout))
+        finally:
+            await conn.close(timeout=self._timeout)
+
     async def aclose(self) -> None:
         """Close the pool if this sink created it."""
         pool, self._pool = self._pool, None
@@ -171,8 +199,10 @@ class PostgresSink:
                 await self.open()
             try:
                 await self._send(rows, retry=retry)
-            except ROW_ERRORS as exc:
-                return await self._isolate(rows, retry=retry, error=exc)
+            except Exception as exc:
+                if not _maybe_about_rows(exc):
+                    raise
+                return await self._isolate(rows, retry=retry, error=exc, table_works=False)
         except (TimeoutError, asyncio.CancelledError):
             # Timed out or cancelled mid-command: the peer may be half-open and the connection stuck in
             # the protocol, so close every connection now, without a goodbye; the next attempt reconnects.
@@ -210,24 +240,57 @@ class PostgresSink:
                 self._digests_checked = True
             await digests.write(conn, rows, retry=retry, timeout=self._timeout)
 
-    async def _isolate(self, rows: Sequence[Row], *, retry: bool, error: Exception) -> list[Rejected]:
+    async def _isolate(
+        self, rows: Sequence[Row], *, retry: bool, error: Exception, table_works: bool
+    ) -> list[Rejected]:
+        """Split ``rows`` (refused with ``error``) until the rows the database refuses are alone.
+
+        ``table_works``: some part of the batch landed, so a table-class error is about its rows.
+        Without that proof, a single row or a split whose parts all fail with table-class errors
+        re-raises: the table itself is wrong, and the writer retries (and spools) the batch.
+        """
         if len(rows) == 1:
+            if not table_works and _table_class(error):
+                raise error
             return await self._single(rows[0], retry=retry, error=error)
         middle = len(rows) // 2
-        rejected: list[Rejected] = []
+        failed: list[tuple[Sequence[Row], Exception]] = []
+        landed = False
         for half in (rows[:middle], rows[middle:]):
             try:
                 await self._send(half, retry=retry)
-            except ROW_ERRORS as exc:
-                rejected.extend(await self._isolate(half, retry=retry, error=exc))
+                landed = True
+            except Exception as exc:
+                if not _maybe_about_rows(exc):
+                    raise
+                failed.append((half, exc))
+        if not landed and not table_works and all(_table_class(failure) for _, failure in failed):
+            raise failed[0][1]
+        rejected: list[Rejected] = []
+        for half, part_error in failed:
+            works = table_works or landed
+            rejected.extend(await self._isolate(half, retry=retry, error=part_error, table_works=works))
         return rejected
 
     async def _single(self, row: Row, *, retry: bool, error: Exception) -> list[Rejected]:
+        if _table_class(error):
+            # Seen before another part landed, it may be stale: the table may have been created (or a
+            # privilege granted) meanwhile. Only a refusal after that proof is about this row.
+            try:
+                await self._send([row], retry=retry)
+            except Exception as exc:
+                if not _maybe_about_rows(exc):
+                    raise
+                error = exc
+            else:
+                return []
         if isinstance(error, asyncpg.ForeignKeyViolationError) and row[1] is not None:
             fixed = with_user_ref(row, "unknown_user")
             try:
                 await self._send([fixed], retry=retry)
-            except ROW_ERRORS as exc:
+            except Exception as exc:
+                if not _maybe_about_rows(exc):
+                    raise
                 return [Rejected(fixed, _reason(exc))]
             return []
         return [Rejected(row, _reason(error))]
@@ -245,6 +308,26 @@ def _pool_size(min_size: int) -> dict[str, int]:
     if "init_size" in inspect.signature(asyncpg.create_pool).parameters:
         return {"init_size": min_size, "min_size": 0}
     return {"min_size": min_size}  # pragma: no cover - asyncpg < 0.32: min_size is the initial size
+
+
+def _maybe_about_rows(exc: Exception) -> bool:
+    """True for an error that may be caused by a row's content (worth splitting the batch for).
+
+    Any server error but those of :data:`AVAILABILITY_CLASSES` (a trigger can ``RAISE`` any
+    SQLSTATE for one row), and asyncpg's own refusal to encode a value. Connection, timeout and
+    protocol errors are never about a row.
+    """
+    if isinstance(exc, CLIENT_ROW_ERRORS):
+        return True
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate[:2] not in AVAILABILITY_CLASSES
+
+
+def _table_class(exc: Exception) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate[:2] in TABLE_CLASSES
 
 
 def _reason(exc: Exception) -> str:

@@ -7,8 +7,10 @@ a ``lock`` file (``fcntl.flock``-ed for the life of the process) and segment fil
     ["<id>", "<user_id>" | null, "<action>", "<metadata as JSON text>", "<created_at ISO 8601, UTC>"]
 
 ``<target>`` is a hash of the database and table, so a spool is only ever replayed into the table it
-was meant for. Rows are spooled *after* redaction and conversion (they are exactly the rows the
-sink would have written); files and directories are created owner-only (0600 / 0700).
+was meant for; its ``target.json`` names them (host, port, database, schema, table: never a user or
+a password) for ``audit-middleware spool list``. Rows are spooled *after* redaction and conversion
+(they are exactly the rows the sink would have written); files and directories are created
+owner-only (0600 / 0700).
 
 Writes are buffered and fsynced in batches (:meth:`Spool.sync`). The spool is size-capped: an append
 past ``max_bytes`` is refused and the caller counts the rows as dropped. Replay reads segments
@@ -34,7 +36,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -42,12 +44,21 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._types import Row
 
-__all__ = ["ClaimedSpool", "Spool", "database_identity", "former_spool_targets", "spool_target"]
+__all__ = [
+    "ClaimedSpool",
+    "PendingSpool",
+    "Spool",
+    "count_rows",
+    "database_identity",
+    "former_spool_targets",
+    "pending_spools",
+    "spool_target",
+]
 
 logger = logging.getLogger("audit_middleware.spool")
 
 MSG_TORN = "audit spool %s: skipped %s unreadable line(s) (torn write after a crash)"
-MSG_CLAIMED = "audit spool: claimed %s left by a stopped process (%s segment(s))"
+MSG_CLAIMED = "audit spool: replaying %s events left by a stopped process, from %s"
 MSG_NOT_PRIVATE = (
     "audit spool directory %s is not private to this user (owner uid %s, mode %o): refusing to spool into it or "
     "replay from it; set spool_dir to a directory only this user can write"
@@ -55,6 +66,7 @@ MSG_NOT_PRIVATE = (
 MSG_FOREIGN_SPOOL = "audit spool %s belongs to uid %s, not this user: not replayed"
 SEGMENT_BYTES = 4 * 1024 * 1024
 LOCK_NAME = "lock"
+TARGET_FILE = "target.json"
 SUFFIX = ".jsonl"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -179,6 +191,73 @@ def _remove_dir(directory: Path) -> None:
         directory.rmdir()
 
 
+def count_rows(paths: Sequence[Path]) -> int:
+    """Rows (lines) in spool segments; a segment removed meanwhile counts 0."""
+    total = 0
+    for path in paths:
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    total += chunk.count(b"\n")
+        except OSError:
+            continue
+    return total
+
+
+def _is_live(directory: Path) -> bool:
+    """True if the process that owns ``directory`` (or a writer replaying it) holds its lock."""
+    fd = _lock(directory / LOCK_NAME)
+    if fd is None:
+        return (directory / LOCK_NAME).exists()
+    os.close(fd)
+    return False
+
+
+def read_target(base: Path) -> dict[str, str]:
+    """What a target directory's ``target.json`` says it is for (empty if it has none)."""
+    try:
+        data = json.loads((base / TARGET_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSpool:
+    """One process's spool directory holding rows not yet written."""
+
+    directory: Path
+    target: dict[str, str]  # database, schema, table (from target.json; empty for older spools)
+    live: bool  # its process (or a writer replaying it) still holds the lock
+    segments: int
+    rows: int
+    bytes: int
+
+
+def pending_spools(root: str | os.PathLike[str], *, count: bool = True) -> list[PendingSpool]:
+    """Every process spool under ``root`` with segments left, oldest name first (this user's only)."""
+    found: list[PendingSpool] = []
+    try:
+        bases = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for base in bases:
+        try:
+            _check_private(base)
+            directories = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        target = read_target(base)
+        for directory in directories:
+            paths = segments(directory)
+            if not paths:
+                continue
+            size = sum(p.stat().st_size for p in paths if p.exists())
+            rows = count_rows(paths) if count else 0
+            found.append(PendingSpool(directory, target, _is_live(directory), len(paths), rows, size))
+    return found
+
+
 @dataclass
 class ClaimedSpool:
     """The spool directory of a stopped process, locked by this one until :meth:`release`."""
@@ -186,12 +265,23 @@ class ClaimedSpool:
     directory: Path
     fd: int
     segments: list[Path] = field(default_factory=list)
+    replayed: int = 0  # rows of it committed so far
 
     def release(self, *, remove: bool) -> None:
         """Drop the lock; with ``remove`` delete the (replayed) directory first."""
         if remove:
             _remove_dir(self.directory)
         os.close(self.fd)
+
+
+def _write_target(path: Path, describe: Mapping[str, str]) -> None:
+    """Create ``target.json`` once (owner-only, never through a link); an existing one is kept."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(dict(describe), f)
 
 
 def _check_private(path: Path) -> None:
@@ -225,8 +315,10 @@ class Spool:
         max_bytes: int,
         segment_bytes: int = SEGMENT_BYTES,
         formerly: Sequence[str] = (),
+        describe: Mapping[str, str] | None = None,
     ):
         self.base = Path(root) / target
+        self._describe = dict(describe or {})
         self._bases = [self.base, *(Path(root) / name for name in formerly)]
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -242,13 +334,21 @@ class Spool:
         self.bytes = 0  # bytes in unreplayed segments of this process
         self.pending = 0  # rows appended and not yet replayed
 
+    @property
+    def bases(self) -> list[Path]:
+        """The target directories this spool claims from (its own name and former ones)."""
+        return list(self._bases)
+
     # -- writing -------------------------------------------------------------------------------
 
     def _ensure_dir(self) -> None:
         if self._lock_fd is not None:
             return
-        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the spool root: owner-only too
+        self.base.mkdir(mode=0o700, exist_ok=True)
         _check_private(self.base)
+        if self._describe:
+            _write_target(self.base / TARGET_FILE, self._describe)
         # Build under a hidden name, lock, then rename: a scanning worker never sees an unlocked directory.
         hidden = self.base / f".{self.name}"
         hidden.mkdir(mode=0o700)
@@ -372,6 +472,7 @@ class Spool:
                 os.close(fd)
                 continue
             found = segments(directory)
-            logger.info(MSG_CLAIMED, directory.name, len(found))
+            if found:
+                logger.warning(MSG_CLAIMED, count_rows(found), directory)
             claimed.append(ClaimedSpool(directory, fd, found))
         return claimed

@@ -37,7 +37,7 @@ from ..errors import WriterClosedError
 from .records import AuditEvent
 from .writer import AuditWriter, WriterStats
 
-__all__ = ["BackgroundWriter", "close_all"]
+__all__ = ["BackgroundWriter", "LoopThread", "close_all"]
 
 logger = logging.getLogger("audit_middleware.writer")
 
@@ -213,6 +213,30 @@ class BackgroundWriter:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "started" if self.started else "idle"
         return f"<BackgroundWriter {state} pid={self._pid}>"
+
+
+class LoopThread:
+    """An asyncio loop running on a daemon thread of its own.
+
+    For an :class:`~audit_middleware.AuditWriter` started where asyncio does not run (trio): its
+    task, its pool and its waits live here; the caller only appends to its deque.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(_ExitSafeExecutor(max_workers=2, thread_name_prefix=THREAD_NAME))
+        self.thread = threading.Thread(target=_serve, args=(self.loop,), name=THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and wait for the thread (blocking: from a worker thread or at exit)."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            logger.error(MSG_THREAD_STUCK, timeout)
+        elif not self.loop.is_closed():
+            self.loop.close()
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

@@ -23,23 +23,28 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import logging
 import random
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._types import RejectedRow, Row, Sink
 from ..errors import ConfigurationError, WriterClosedError, describe_failure
-from .config import WriterConfig
+from .config import DEFAULT_SCHEMA, DEFAULT_TABLE, WriterConfig, mask_dsn
 from .deadletter import loggable_reason
 from .delivery import Delivery, encode_rows
 from .records import AuditEvent, to_row
+
+if TYPE_CHECKING:
+    from .threaded import LoopThread
 
 __all__ = ["AuditWriter", "WriterStats"]
 
@@ -49,13 +54,19 @@ MSG_DROPPED = "audit buffer full (%s events, overflow=%s): dropped %s events so 
 MSG_RETRY = "audit write failed (%s), retrying %s events in %.2fs: %s"
 MSG_REJECTED = "database rejected audit row id=%s action=%s (%s): written to the dead-letter file"
 MSG_CLOSE_TIMEOUT = "audit writer closed with %s events not written (close deadline %.1fs passed)"
-MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events spooled to %s for the next start"
+MSG_CLOSE_SPOOLED = "audit writer closing: %s unwritten events wait in the spool %s for the next start (%s spooled now)"
 MSG_SPOOLING = "audit database unavailable or slow: %s events spooled to disk so far (%s)"
 MSG_STRICT_TIMEOUT = "audit event %s (action %s) not committed within %.2fs"
+MSG_NO_TABLE = (
+    "AUDIT TABLE MISSING: %s does not exist; no audit event can be stored until it does (events are spooled "
+    "meanwhile, to %s). Create it with: audit-middleware init-db --dsn '%s'%s"
+)
+MSG_OWN_THREAD = "audit writer: the running async library is %s, not asyncio: the writer runs on a thread of its own"
 MSG_CLAIM_FAILED = "audit spool: could not claim spools of stopped processes: %s"
 BLOCK_POLL = 0.002  # seconds between checks of a blocked caller (overflow="block")
 MSG_LOOP_ERROR = "audit writer loop failed unexpectedly (%s); restarting it"
 RESTART_DELAY = 1.0  # seconds before a failed writer task is started again (never a hot loop)
+T = TypeVar("T")
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 CONVERT_CHUNK = 200  # rows converted between yields to an in-flight write
 
@@ -163,8 +174,13 @@ class AuditWriter:
         self._spill_events: list[AuditEvent] | None = None  # taken from the queue, not yet in the spool
         self._inflight: dict[int, list[Row]] = {}  # rows handed to the sink and not yet committed
         self._spilling: asyncio.Future[int] | None = None
+        self._spill_lock: asyncio.Lock | None = None  # one spill at a time (the spiller and a failed attempt)
+        self._spiller: asyncio.Task[None] | None = None  # moves memory to the spool while writes fail
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._gap_writing = False
+        self._checking: asyncio.Task[None] | None = None
+        self._runner: LoopThread | None = None  # the writer's own loop and thread, under trio
+        self._table_reported = False  # the missing table was logged (once, until a write succeeds)
         _open.add(self)  # from the start: events recorded before the writer ever ran are spooled at exit too
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -175,15 +191,47 @@ class AuditWriter:
         return self._task is not None and not self._task.done()
 
     def start_soon(self) -> None:
-        """Start the background task on the running loop if it is not running (idempotent, sync)."""
+        """Start the background task on the running loop if it is not running (idempotent, sync).
+
+        Under another async library (trio, e.g. Starlette on anyio's trio backend) the writer runs on
+        an asyncio loop on a thread of its own instead (see :meth:`_start_on_thread`).
+        """
         if self._closed:
             raise WriterClosedError("the audit writer is closed")
         if self.started:
             return
+        if self._runner is not None or not _loop_running_here():
+            self._start_on_thread()
+            return
+        self._start_here()
+
+    def _start_on_thread(self) -> None:
+        """Run the writer on its own asyncio loop and thread: the caller's async library is not asyncio.
+
+        ``submit`` stays a deque append from the caller's thread; the async methods (``flush``,
+        ``aclose``, ``commit_event``) run on the writer's loop and are awaited through anyio (or trio).
+        """
+        runner = self._runner
+        if runner is None:
+            library = _foreign_async_library()
+            if library is None:
+                asyncio.get_running_loop()  # raises the usual RuntimeError: no loop, and no other library
+            from .threaded import LoopThread
+
+            runner = self._runner = LoopThread()
+            logger.info(MSG_OWN_THREAD, library)
+        runner.loop.call_soon_threadsafe(self._start_here_if_open)
+
+    def _start_here_if_open(self) -> None:
+        if not self._closed and not self.started:
+            self._start_here()
+
+    def _start_here(self) -> None:
         loop = asyncio.get_running_loop()
         if self._wake is None or self._loop is not loop:  # a restart on the same loop keeps them: flush() waits on them
             self._wake = asyncio.Event()
             self._progress = asyncio.Event()
+            self._spill_lock = asyncio.Lock()
         self._loop = loop
         self._thread_id = threading.get_ident()
         if self._converting:  # a task that died while converting them: they go first again, not lost
@@ -230,6 +278,14 @@ class AuditWriter:
             return
         if self._queue and not self.started:
             self.start_soon()  # events recorded before the writer ever ran still get written
+        if not _loop_running_here():  # trio: close on the writer's own loop (started now if it never ran)
+            if self._runner is None:
+                self._start_on_thread()
+            runner = self._runner
+            assert runner is not None  # set by _start_on_thread
+            await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.aclose(timeout), runner.loop))
+            await _in_worker_thread(runner.stop)
+            return
         self._closed = True
         deadline = self.config.close_timeout if timeout is None else timeout
         if self._task is not None:
@@ -239,6 +295,11 @@ class AuditWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            for helper in (self._spiller, self._checking):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             if self._spilling is not None:
                 with contextlib.suppress(Exception):
                     await self._spilling  # a spill in its thread finishes: those events are on disk
@@ -264,15 +325,16 @@ class AuditWriter:
         rows = [row for batch in self._inflight.values() for row in batch]
         self._inflight.clear()
         pending = len(events) + len(rows)
+        taken = 0
         if pending:
-            taken = 0
             if self._delivery.enabled:
                 taken = self._delivery.spool_events(events, sync=False) + self._delivery.spool_rows(rows, sync=False)
-            if taken:
-                logger.warning(MSG_CLOSE_SPOOLED, taken, self._delivery.spool.directory)
             if taken < pending:
                 self._lost_on_close += pending - taken
                 logger.error(MSG_CLOSE_TIMEOUT, pending - taken, deadline)
+        waiting = self._delivery.spool.pending if self._delivery.enabled else 0
+        if waiting:  # spooled now or earlier in an outage: either way they wait for the next start
+            logger.warning(MSG_CLOSE_SPOOLED, waiting, self._delivery.spool.directory, taken)
         self._delivery.close()
 
     # -- recording -----------------------------------------------------------------------------
@@ -351,6 +413,9 @@ class AuditWriter:
             raise WriterClosedError("the audit writer is closed")
         if not self.started:
             self.start_soon()
+        if self._runner is not None and not _loop_running_here():  # trio: wait on the writer's own loop
+            loop = self._runner.loop
+            return await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.commit_event(event, timeout), loop))
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters[str(event.id)] = waiter
         self._queue.append(event)
@@ -411,6 +476,9 @@ class AuditWriter:
         """Wait until every event recorded before this call has been written (or rejected)."""
         if not self.started:
             self.start_soon()
+        if self._runner is not None and not _loop_running_here():  # trio: wait on the writer's own loop
+            await _wait_threadsafe(asyncio.run_coroutine_threadsafe(self.flush(timeout), self._runner.loop))
+            return
         target = self._enqueued
         self._flush_requests += 1
         try:
@@ -463,6 +531,8 @@ class AuditWriter:
     async def _run(self) -> None:
         assert self._wake is not None and self._progress is not None
         wake, interval, queue, delivery = self._wake, self.config.flush_interval, self._queue, self._delivery
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_table())
         try:
             await asyncio.to_thread(delivery.claim)  # spools of stopped processes of this table
         except OSError as exc:
@@ -504,6 +574,36 @@ class AuditWriter:
                     in_flight.cancel()
                 raise
             await self._write_gap()
+
+    async def _check_table(self) -> None:
+        """At start, say loudly (once) if the table is missing, instead of a retry warning naming an error class.
+
+        Runs beside the writer: writes and spooling go on meanwhile. An unreachable server is left to
+        the writes' own warnings; a table dropped later is reported by the first write that misses it.
+        """
+        exists = getattr(self.sink, "table_exists", None)
+        if exists is None:
+            return
+        bound = self.config.connect_timeout + self.config.write_timeout
+        try:
+            async with asyncio.timeout(bound):
+                found = await exists()
+        except Exception:
+            return
+        if not found:
+            self._report_missing_table()
+
+    def _report_missing_table(self) -> None:
+        if self._table_reported:
+            return
+        self._table_reported = True
+        config = self.config
+        where = f"{config.schema}.{config.table}"
+        options = "" if config.schema == DEFAULT_SCHEMA else f" --schema {config.schema}"
+        options += "" if config.table == DEFAULT_TABLE else f" --table {config.table}"
+        dsn = mask_dsn(config.dsn) if config.dsn else "<your DSN>"
+        spool = self._delivery.spool.base if self._delivery.enabled else "nowhere: this writer has no spool"
+        logger.error(MSG_NO_TABLE, where, spool, dsn, options)
 
     async def _rows(self, batch: list[AuditEvent]) -> list[Row]:
         """Convert events to rows, yielding to the loop every ``CONVERT_CHUNK`` rows.
@@ -548,16 +648,41 @@ class AuditWriter:
         assert self._progress is not None  # set by start_soon
         self._progress.set()
 
+    async def _spill_while_failing(self) -> None:
+        """While writes fail, move what arrives to the disk spool every ``flush_interval``.
+
+        Not only when an attempt ends: an attempt and the backoff after it last up to ``connect_timeout``
+        plus ``retry_max`` seconds, and what waits in memory meanwhile is lost on SIGKILL. So the loss
+        bound of a healthy writer (one flush interval of events) holds during an outage too.
+        """
+        interval = self.config.flush_interval
+        while self._failing_since is not None and not self._closed:
+            await self._spill()
+            await asyncio.sleep(interval)
+
     async def _spill(self) -> None:
         """The database is failing: move what waits in memory to the disk spool (fsynced), freeing memory."""
         if self._closed or not self._queue or self._spilling is not None or not self._delivery.enabled:
+            return
+        assert self._spill_lock is not None  # set by start_soon
+        async with self._spill_lock:
+            await self._spill_locked()
+
+    async def _spill_locked(self) -> None:
+        if self._closed or not self._queue or self._spilling is not None:
             return
         events = [self._queue.popleft() for _ in range(len(self._queue))]
         self._spill_events = events  # until the thread has them: aclose() spools them if cancelled here
         rows = await self._rows(events)
         lines = await encode_rows(rows)
-        spilling = asyncio.ensure_future(asyncio.to_thread(self._delivery.spool_rows, rows, sync=True, lines=lines))
-        self._spill_events = None
+
+        def spool_taken() -> int:
+            # Cleared by the thread, not before it starts: asyncio.run's teardown cancels the task around it,
+            # maybe before it ever ran (events lost), while a thread once started always finishes.
+            self._spill_events = None
+            return self._delivery.spool_rows(rows, sync=True, lines=lines)
+
+        spilling = asyncio.ensure_future(asyncio.to_thread(spool_taken))
         self._spilling = spilling
         try:
             taken = await asyncio.shield(spilling)
@@ -581,9 +706,13 @@ class AuditWriter:
             except Exception as exc:
                 attempt += 1
                 self._retried += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self._last_error = loggable_error(exc)
+                if getattr(exc, "sqlstate", None) in ("42P01", "3F000"):  # undefined table or schema
+                    self._report_missing_table()
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
+                    if self._spiller is None or self._spiller.done():
+                        self._spiller = asyncio.ensure_future(self._spill_while_failing())
                 delay = min(self.config.retry_max, self.config.retry_initial * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)  # jitter: many workers must not retry in lockstep
                 self._log.warning("retry", MSG_RETRY, type(exc).__name__, len(rows), delay, self._last_error)
@@ -594,6 +723,7 @@ class AuditWriter:
                 await asyncio.sleep(delay)
                 continue
             self._failing_since = None
+            self._table_reported = False
             self._last_latency = time.perf_counter() - started
             self._batches += 1
             self._rejected += len(rejected)
@@ -613,10 +743,8 @@ class AuditWriter:
 
     async def _hand_over(self, rows: list[Row]) -> bool:
         """Move a batch whose first attempt failed to the spool (fsynced): memory is not where it waits."""
-        if not await self._delivery.hand_over(rows):
-            return False  # the spool cannot take it: keep retrying it from memory
-        self._inflight.pop(id(rows), None)
-        return True
+        # Forgotten by the thread that spooled it: a cancel while it runs must not spool the batch twice.
+        return await self._delivery.hand_over(rows, taken=lambda: self._inflight.pop(id(rows), None))
 
     def _resolve(self, rows: list[Row], rejected: Sequence[RejectedRow]) -> None:
         refused = {str(item.row[0]) for item in rejected}
@@ -625,6 +753,61 @@ class AuditWriter:
             waiter = self._waiters.get(key)
             if waiter is not None and not waiter.done():
                 waiter.set_result(key not in refused)
+
+
+def loggable_error(exc: BaseException) -> str:
+    """A failed write, for the log and ``stats().last_error``: never the server's message.
+
+    A server error's text can quote a row (``RAISE EXCEPTION 'refusing row %', NEW.metadata``, a
+    DETAIL line): only its class and SQLSTATE are named. Network and timeout errors carry addresses,
+    not rows, and say what is wrong: their text is kept.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return f"{type(exc).__name__} (SQLSTATE {sqlstate})"
+    if isinstance(exc, OSError | TimeoutError) and not type(exc).__module__.startswith("asyncpg"):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return type(exc).__name__
+
+
+def _foreign_async_library() -> str | None:
+    """The async library running in this thread if it is not asyncio (``"trio"``), else None."""
+    try:
+        import sniffio
+
+        name = sniffio.current_async_library()
+    except Exception:  # not installed, or no library it knows of runs here
+        name = None
+    if name is None:
+        trio = sys.modules.get("trio")
+        try:
+            name = "trio" if trio is not None and trio.lowlevel.current_trio_token() else None
+        except RuntimeError:
+            name = None
+    return None if name == "asyncio" else name
+
+
+async def _in_worker_thread(fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` in a worker thread of the caller's async library (anyio, or trio without it)."""
+    try:
+        import anyio.to_thread
+    except ImportError:  # pragma: no cover - trio without anyio (anyio comes with Starlette)
+        import trio
+
+        result: T = await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        return result
+    try:
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except TypeError:  # pragma: no cover - anyio < 4.1 names it cancellable
+        return await anyio.to_thread.run_sync(fn, cancellable=True)
+
+
+async def _wait_threadsafe(future: concurrent.futures.Future[T]) -> T:
+    """Await a future of the writer's own loop from another async library."""
+    try:
+        return await _in_worker_thread(future.result)
+    finally:
+        future.cancel()  # the caller was cancelled: so is the work on the writer's loop (a no-op once done)
 
 
 def _loop_running_here() -> bool:
@@ -648,6 +831,12 @@ def _spool_at_exit() -> None:
     for writer in list(_open):
         if writer._closed:
             continue
+        runner = writer._runner
+        if runner is not None and runner.loop.is_running():  # its own loop still runs: close it there
+            with contextlib.suppress(Exception):
+                deadline = writer.config.close_timeout
+                asyncio.run_coroutine_threadsafe(writer.aclose(deadline), runner.loop).result(deadline + 6.0)
+                continue
         writer._closed = True
         with contextlib.suppress(Exception):
             writer._spool_remainder(0.0)

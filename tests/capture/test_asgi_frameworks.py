@@ -116,32 +116,37 @@ async def test_lifespan_starts_and_flushes_the_writer_and_keeps_the_apps_own(sin
     await writer.aclose()
 
 
-async def test_app_without_lifespan_support_gets_one(sink: MemorySink) -> None:
+async def test_app_without_lifespan_support_raises_to_the_server_as_without_us(sink: MemorySink) -> None:
+    # Answering the lifespan for it would hide a start-up failure (tests/writer/test_lifespan.py): the
+    # server decides, from the exception, whether the app speaks lifespan (ASGI spec, uvicorn --lifespan).
     async def http_only(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
 
     writer = AuditWriter(sink=sink)
     middleware = AuditMiddleware(http_only, writer=writer)
-    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[str] = []
 
     async def receive() -> dict[str, Any]:
-        return incoming.pop(0)
+        return {"type": "lifespan.startup"}
 
     async def send(message: Any) -> None:
         sent.append(message["type"])
 
-    with anyio.fail_after(5):
+    with anyio.fail_after(5), pytest.raises(AssertionError):
         await middleware({"type": "lifespan"}, receive, send)
-    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert sent == []
     await writer.aclose()
 
 
 async def test_owned_writer_is_closed_on_shutdown(pg_dsn: str) -> None:
-    async def http_only(scope: Any, receive: Any, send: Any) -> None:
-        raise RuntimeError("no lifespan here")
+    async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
 
-    middleware = AuditMiddleware(http_only, dsn=pg_dsn)
+    middleware = AuditMiddleware(lifespan_app, dsn=pg_dsn)
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
 
     async def receive() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from flask import Flask, g, request
+from flask import Flask, g, redirect, request
 
 from audit_middleware import AuditWriter, AuditWSGIMiddleware, audit_context, install_flask
 from audit_middleware.testing import MemorySink, StoredEvent
@@ -177,3 +177,46 @@ def test_flask_example_writes_its_auth_flow_to_postgres(empty_schema: PgTarget) 
     assert [str(r["user_id"]) for r in rows] == [user_id] * 6  # the FK to the example's users table holds
     text = " ".join(str(r["metadata"]) for r in rows)
     assert password not in text and app.config["LAST_RESET_TOKEN"] not in text.replace("{token}", "")
+
+
+def test_a_redirect_to_itself_is_no_failure_without_flask_login() -> None:
+    """Without Flask-Login a sign-in announces nothing, so the redirect back to /login proves nothing."""
+    app = Flask(__name__)
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        return redirect("/login")  # e.g. the page then says "you are signed in"
+
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(app.wsgi_app, writer=AuditWriter(sink=sink))
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    install_flask(app)
+    try:
+        assert app.test_client().post("/login", data={"email": "ann@example.com"}, buffered=True).status_code == 302
+        middleware.flush(5)
+    finally:
+        middleware.close(5)
+    assert [event.action for event in sink.events] == ["login"]
+
+
+def test_a_post_werkzeug_redirects_to_the_canonical_url_is_recorded_once() -> None:
+    """POST /register (the rule is /register/): Werkzeug answers 308 before any view; the client posts again."""
+    app = Flask(__name__)
+
+    @app.post("/register/")
+    def register() -> tuple[dict[str, str], int]:
+        return {"id": UID}, 201
+
+    sink = MemorySink()
+    middleware = AuditWSGIMiddleware(app.wsgi_app, writer=AuditWriter(sink=sink))
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    install_flask(app)
+    try:
+        response = app.test_client().post(
+            "/register", json={"email": "ann@example.com"}, follow_redirects=True, buffered=True
+        )
+        middleware.flush(5)
+    finally:
+        middleware.close(5)
+    assert response.status_code == 201
+    assert [(event.action, event.metadata["http"]["status"]) for event in sink.events] == [("signup", 201)]

@@ -283,9 +283,15 @@ def test_tail_exits_zero_on_ctrl_c(pg: PgTarget) -> None:
 # --- errors and parsing --------------------------------------------------------------------------
 
 
-def test_missing_table_is_a_failure_with_the_reason(empty_schema: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(empty_schema, "query") == EXIT_FAILURE
-    assert "UndefinedTableError" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["query", "export", "stats", "tail"])
+def test_missing_table_says_to_run_init_db(
+    empty_schema: PgTarget, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    extra = ["--timeout", "1"] if command == "tail" else []
+    assert cli(empty_schema, command, *extra) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "does not exist" in err
+    assert "audit-middleware init-db" in err
 
 
 def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -295,9 +301,9 @@ def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hunter2" not in err
 
 
-def test_invalid_user_id_is_a_usage_error(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(pg, "query", "--user", "bob") == EXIT_USAGE
-    assert "user_id must be a UUID" in capsys.readouterr().err
+def test_a_bad_filter_is_a_usage_error(pg: PgTarget, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(pg, "query", "--action", "a\x00b") == EXIT_USAGE
+    assert "must not contain NUL" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["tail", "query", "export", "stats", "prune", "partitions"])

@@ -175,3 +175,9 @@ async def test_user_page_uses_the_user_created_at_index(pg: PgTarget) -> None:
     text = await plan(pg, EventFilter(user_id=uuid.uuid4(), since=T0), Cursor(T0, uuid.uuid4()))
     assert "idx_user_audit_logs_user_id_created_at" in text
     assert "Sort" not in text
+
+
+async def test_user_ref_page_uses_the_user_ref_index(pg: PgTarget) -> None:
+    text = await plan(pg, EventFilter(user=42, since=T0), Cursor(T0, uuid.uuid4()))
+    assert "idx_user_audit_logs_user_ref_created_at" in text
+    assert "Sort" not in text

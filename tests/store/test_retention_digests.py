@@ -36,7 +36,7 @@ async def write_with_digests(target: Target, batches: Sequence[Sequence[Row]]) -
 async def run_prune(target: Target, cutoff: dt.datetime, **options: object) -> tuple[int, int, tuple[str, ...]]:
     conn = await asyncpg.connect(target.dsn)
     try:
-        report = await prune(conn, cutoff=cutoff, schema=target.schema, **options)  # type: ignore[arg-type]
+        report = await prune(conn, cutoff=cutoff, schema=target.schema, key=KEY, **options)  # type: ignore[arg-type]
     finally:
         await conn.close()
     return report.deleted, report.batches, report.dropped_partitions
@@ -162,7 +162,7 @@ async def test_a_partition_drop_takes_its_batches_rows_from_the_default_partitio
         digests = target.digests
         # The drop's own transaction, as prune runs it: a prune interrupted right after it must leave
         # a chain that verifies, so the stubbed batch's September rows go in that transaction too.
-        deleted = await _drop_partition(conn, target.schema, "user_audit_logs", p10, digests, default)
+        deleted = await _drop_partition(conn, target.schema, "user_audit_logs", p10, digests, default, KEY)
     finally:
         await conn.close()
     report = await target.verify()

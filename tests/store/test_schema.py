@@ -54,7 +54,15 @@ async def test_table_matches_the_specification(empty_schema: PgTarget) -> None:
     # Added for reading at scale (002_created_at_index.sql; see test_query.py).
     assert found["idx_user_audit_logs_created_at_id"].endswith("USING btree (created_at, id)")
     assert found["idx_user_audit_logs_user_id_created_at"].endswith("USING btree (user_id, created_at, id)")
-    assert len(found) == 5
+    # 003_user_ref_index.sql: users whose ids are not UUIDs (metadata.user_ref), partial.
+    assert found["idx_user_audit_logs_user_ref_created_at"].endswith(
+        "USING btree (((metadata ->> 'user_ref'::text)), created_at, id) WHERE (metadata ? 'user_ref'::text)"
+    )
+    # The viewer's failed outcomes by time (004_failed_index.sql): a partial index of the failed rows only.
+    assert found["idx_user_audit_logs_failed_created_at"].endswith(
+        "USING btree (created_at, id) WHERE ((action)::text ~~ '%\\_failed'::text)"
+    )
+    assert len(found) == 7
 
 
 async def test_primary_key_is_id(empty_schema: PgTarget) -> None:
@@ -111,7 +119,7 @@ async def test_foreign_key_is_skipped_with_a_message_without_users(
         report = await apply(conn, schema=empty_schema.schema)
     finally:
         await conn.close()
-    assert report.foreign_key == f"skipped: {empty_schema.schema}.users does not exist"
+    assert report.foreign_key == f"skipped: {empty_schema.schema}.users does not exist (run init-db again once it does)"
     assert "without a foreign key" in caplog.text
 
 
@@ -137,6 +145,8 @@ async def test_other_table_name_gets_its_own_index_names(empty_schema: PgTarget)
         "idx_audit_events_action",
         "idx_audit_events_created_at_id",
         "idx_audit_events_user_id_created_at",
+        "idx_audit_events_user_ref_created_at",
+        "idx_audit_events_failed_created_at",
     }
 
 

@@ -169,12 +169,18 @@ async def test_prune_stubs_old_digests_and_verify_still_passes(locked: Target) -
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL audit_middleware.prune = 'on'")
-            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff) == (2, 8)
+            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff, key=KEY) == (
+                2,
+                8,
+            )
             # the ops prune then deletes what is left by created_at (or drops a partition)
             await conn.execute(f"DELETE FROM {locked.audit} WHERE created_at < $1", cutoff)
         async with conn.transaction():
             await conn.execute("SET LOCAL audit_middleware.prune = 'on'")
-            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff) == (0, 0)
+            assert await prune_batch(conn, schema=locked.schema, table="user_audit_logs", before=cutoff, key=KEY) == (
+                0,
+                0,
+            )
     finally:
         await conn.close()
     report = await locked.verify()
@@ -193,7 +199,9 @@ async def test_disguising_a_recent_batch_as_pruned_is_caught(target: Target) -> 
 async def test_prune_without_digests_table_is_a_no_op(pg: PgTarget) -> None:
     conn = await pg.connect()
     try:
-        assert await prune_batch(conn, schema=pg.schema, table="user_audit_logs", before=dt.datetime.now()) == (0, 0)
+        assert await prune_batch(
+            conn, schema=pg.schema, table="user_audit_logs", before=dt.datetime.now(), key=KEY
+        ) == (0, 0)
     finally:
         await conn.close()
 
@@ -265,3 +273,62 @@ async def test_digests_on_a_partitioned_table(empty_schema: PgTarget) -> None:
     assert await target.write([rows], retry=True) == [2]
     report = await target.verify()
     assert report.ok and (report.digests, report.rows) == (2, 6)
+
+
+def test_verify_with_the_wrong_key_says_so(
+    target: Target, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(target.write([make_rows(3), make_rows(3, start=3)]))
+    monkeypatch.setenv("AUDIT_DIGEST_KEY", "not-the-writers-key-at-all")
+    assert main(["verify", "--dsn", target.dsn, "--schema", target.schema]) == EXIT_TAMPERED
+    assert "key in $AUDIT_DIGEST_KEY is probably not the one the writer used" in capsys.readouterr().out
+
+
+def test_verify_with_one_bad_mac_does_not_blame_the_key(
+    target: Target, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(target.write([make_rows(3), make_rows(3, start=3)]))
+    asyncio.run(target.sql("UPDATE {d} SET max_created_at = '2000-01-01' WHERE seq = 2"))
+    monkeypatch.setenv("AUDIT_DIGEST_KEY", KEY)
+    assert main(["verify", "--dsn", target.dsn, "--schema", target.schema]) == EXIT_TAMPERED
+    out = capsys.readouterr().out
+    assert "bad_mac 1" in out and "probably not the one" not in out
+
+
+def test_verify_without_a_digests_table_names_init_db(
+    pg: PgTarget, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUDIT_DIGEST_KEY", KEY)
+    assert main(["verify", "--dsn", pg.dsn, "--schema", pg.schema]) == EXIT_FAILURE
+    assert "init-db --digests" in capsys.readouterr().err
+
+
+def test_prune_command_signs_with_the_key_and_verify_passes(
+    target: Target, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(target.write([make_rows(3), make_rows(3, start=3)]))
+    base = ["prune", "--dsn", target.dsn, "--schema", target.schema, "--before", "2026-11-01T00:00:04"]
+    monkeypatch.delenv("AUDIT_DIGEST_KEY", raising=False)
+    assert main(base) == EXIT_USAGE
+    assert "needs the digest key" in capsys.readouterr().err
+    monkeypatch.setenv("AUDIT_DIGEST_KEY", KEY)
+    assert main(base) == EXIT_OK
+    assert "deleted 4 rows" in capsys.readouterr().out  # batch 1 whole, then row 3 of the straddling batch
+    assert main(["verify", "--dsn", target.dsn, "--schema", target.schema]) == EXIT_OK
+
+
+def test_prune_sign_stubs_adopts_the_stubs_of_an_earlier_version(
+    target: Target, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(target.write([make_rows(3), make_rows(3, start=3)]))
+    # An earlier version's prune: rows deleted, digest emptied, no signature.
+    asyncio.run(target.sql("DELETE FROM {t} WHERE id IN (SELECT unnest(ids) FROM {d} WHERE seq = 1)"))
+    asyncio.run(
+        target.sql("UPDATE {d} SET ids = '{}', row_hashes = '', pruned_before = '2026-11-01T00:00:03' WHERE seq = 1")
+    )
+    monkeypatch.setenv("AUDIT_DIGEST_KEY", KEY)
+    verify_args = ["verify", "--dsn", target.dsn, "--schema", target.schema]
+    assert main(verify_args) == EXIT_TAMPERED
+    assert main(["prune", "--dsn", target.dsn, "--schema", target.schema, "--sign-stubs"]) == EXIT_OK
+    assert "signed 1 stubs" in capsys.readouterr().out
+    assert main(verify_args) == EXIT_OK

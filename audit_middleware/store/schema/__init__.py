@@ -37,6 +37,8 @@ def index_names(table: str) -> dict[str, str]:
         "idx_action": f"idx_{table}_action",
         "idx_created_at": f"idx_{table}_created_at_id",
         "idx_user_created_at": f"idx_{table}_user_id_created_at",
+        "idx_user_ref_created_at": f"idx_{table}_user_ref_created_at",
+        "idx_failed": f"idx_{table}_failed_created_at",
         "default_partition": f"{table[:55]}_default",
         "fk_user": f"{table}_user_id_fkey",
     }
@@ -131,7 +133,7 @@ async def _foreign_key(
     qualified = f"{quote_ident(users_schema)}.{quote_ident(users_table)}"
     if await conn.fetchval("SELECT to_regclass($1)", qualified) is None:
         logger.warning(MSG_NO_USERS, f"{users_schema}.{users_table}")
-        return f"skipped: {users_schema}.{users_table} does not exist"
+        return f"skipped: {users_schema}.{users_table} does not exist (run init-db again once it does)"
     constraint = index_names(table)["fk_user"]
     exists = await conn.fetchval(
         "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)",

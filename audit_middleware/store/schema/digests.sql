@@ -27,3 +27,14 @@ BEGIN
     END IF;
 END
 $$;
+-- The signature of a prune stub (see digests.compute_prune_mac): what counts as pruned is covered by
+-- the key. NULL until the digest is pruned. Added in place to tables made before stubs were signed
+-- (no rewrite: a nullable column without default); skipped once there, so no table lock then.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{schema}.{digests}'::regclass
+                   AND attname = 'prune_mac' AND NOT attisdropped) THEN
+        ALTER TABLE {schema}.{digests} ADD COLUMN prune_mac bytea NULL;
+    END IF;
+END
+$$;
