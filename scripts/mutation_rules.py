@@ -59,7 +59,7 @@ EQUIVALENT: dict[str, str] = {
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,} #2": "a 4-character payload is 3 bytes: no JSON claim",
     "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,}": "a first segment of 2 base64 characters is 1 byte: no JWT header",
     "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,} #2": "a 2-character payload is 1 byte: no JSON claim",
-    "redactor:_SHORTEST_SCAN:10 -> 9": "a gate only: the shortest credential known is Basic + 4 (10)",
+    "redactor:_SHORTEST_SCAN:13 -> 12": "a gate: under 13 only text with =, :, eyJ or a space can match",
     "records:_dumps:False -> True #2": "allow_nan: NaN and the infinities are converted to strings before encoding",
     "routing:CACHE_SIZE:4096 -> 4095": "a cache bound: a result is recomputed the same",
     "redactor:_KEY_CACHE_SIZE:4096 -> 4097": "a cache bound: a result is recomputed the same",

@@ -62,7 +62,7 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_SHORTEST_SCAN = 10  # shorter: only URL credentials, JWTs, key=value and key: value can match ("Basic YTpi": 10)
+_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value, key: value and "Basic YTpi" can match
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 # "key: value" fields in free text: JSON or a dict kept as a string ({"password":"x"}, {'pin': '1'}), one level
@@ -261,7 +261,9 @@ class Redactor:
         if type(value) is not str and not isinstance(value, str):
             value = str(value)  # never raise on a caller's odd value
         if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
-            if self._detect and (len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value):
+            if self._detect and (
+                len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value or " " in value
+            ):  # (a space: "Basic YTpi", the base64 of a:b, is 10 characters)
                 return self._mask(value, fields)
             return value
         if len(value) > self._window:
