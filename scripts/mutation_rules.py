@@ -54,7 +54,7 @@ EQUIVALENT: dict[str, str] = {
     "detectors:DEFAULT_DENY_KEYS:-'ssn'": "also a deny word (DEFAULT_DENY_WORDS): the key ssn is its only word",
     "detectors:_WORDS:-alternative '\\\\d+'": "no deny word is made of digits: digit runs change no verdict",
     "detectors:_MIN_CARD_DIGITS:13 -> 12": "a gate only: the card pattern needs 13 digits",
-    "detectors:_SHORTEST_VENDOR_KEY:15 -> 14": "a gate only: no provider key is shorter than 15",
+    "detectors:_SHORTEST_SLACK_TOKEN:15 -> 14": "a gate only: no provider key is shorter than 15",
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,}": "the shortest real JWT header is 16 characters after eyJ",
     "detectors:_JWT:-Za-z0-9_\\-]{4,} -> {5,} #2": "a 4-character payload is 3 bytes: no JSON claim",
     "identity:_JWT:A-Za-z0-9_-]{2,} -> {3,}": "a first segment of 2 base64 characters is 1 byte: no JWT header",
