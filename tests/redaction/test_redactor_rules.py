@@ -138,3 +138,25 @@ def test_a_trailing_slash_keeps_a_single_parameter_aligned(redactor: Redactor) -
 
 def test_the_shortest_basic_credential_is_masked(redactor: Redactor) -> None:
     assert redactor.text("Basic YTpi") == f"Basic {REDACTED}"  # base64 of "a:b", no padding: 10 characters
+
+
+LONG_KEY = "password_" + "x" * 55  # 64 characters: the longest key judged inside free text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"a {LONG_KEY}=hunter2", f"a {LONG_KEY}={REDACTED}"),
+        (f"{LONG_KEY}: hunter2", f"{LONG_KEY}: {REDACTED}"),
+        ('{"password": "a\\"b"}', f'{{"password": "{REDACTED}"}}'),  # an escaped quote inside the value
+        ("{'password': 'a\\'b'}", f"{{'password': '{REDACTED}'}}"),
+    ],
+)
+def test_fields_in_free_text_at_their_bounds(redactor: Redactor, text: str, expected: str) -> None:
+    assert redactor.text(text) == expected
+
+
+def test_a_one_letter_configured_key_is_masked_in_free_text() -> None:
+    redactor = Redactor(RedactionConfig(deny_keys=["k"]))
+    assert redactor.text("a k=v1") == f"a k={REDACTED}"
+    assert redactor.text("k: v1") == f"k: {REDACTED}"
