@@ -1,6 +1,6 @@
 """audit_middleware: a trustworthy audit trail of what users do, written to PostgreSQL.
 
-See README.md. The public names are listed in ``__all__``.
+See README.md and the docs site (docs/). The public names are listed in ``__all__``.
 """
 
 from __future__ import annotations

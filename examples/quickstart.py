@@ -28,8 +28,10 @@ def main() -> None:
     print("\n" + how_to_look(dsn, SCRIPT, embedded_in(DATA_DIR)))
     if sys.stdin.isatty():  # interactive: keep the database up and show the rows in the viewer
         serve_viewer(dsn)
-    else:
+    elif embedded_in(DATA_DIR) is None:  # $AUDIT_DSN names a server that stays up after this script
         print(f"browse them:   AUDIT_VIEWER_TOKEN=<16+ chars> audit-middleware serve --dsn '{dsn}'")
+    else:  # the embedded server stops with this script
+        print("browse them:   run scripts/example in a terminal: it keeps the database up and serves the viewer")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
-from .evidence import EVIDENCE_KEY, evidence_of, watching_of
+from .evidence import EVIDENCE_KEY, WATCHING_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 
 __all__ = ["AuditMiddleware"]
@@ -60,7 +60,7 @@ class AuditMiddleware(CoreMiddleware):
         dsn: PostgreSQL DSN for the middleware's own writer (default ``AUDIT_DSN``).
         writer: an existing :class:`~audit_middleware.AuditWriter` to share (the middleware flushes it on
             shutdown but does not close it).
-        routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
+        routes: ``{"METHOD /path": action | spec | callable | None}``; see docs/asgi.md, "Routes".
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
 
     The other keywords (``preset``, ``audit_unmapped``, ...) are the fields of
@@ -126,6 +126,7 @@ class AuditMiddleware(CoreMiddleware):
             strict_timeout=strict_timeout,
         )
         self.writer, self._owns_writer = self._compile(config).make_writer()
+        self._announce(self.writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -180,6 +181,8 @@ class AuditMiddleware(CoreMiddleware):
                     exchange.body_complete = True
             elif kind == "http.disconnect":
                 exchange.disconnected = True
+                if not exchange.body_complete:  # gone mid-body: what the app does next (Starlette's
+                    exchange.interrupted = True  # ClientDisconnect, FastAPI's 400) is no outcome of the request
             return message
 
         async def send_with_audit(message: Message) -> None:
@@ -313,6 +316,7 @@ class AuditMiddleware(CoreMiddleware):
                 body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
+                interrupted=exchange.interrupted,
             )
             headers = exchange.response_headers
             response = ResponseInfo(
@@ -325,6 +329,7 @@ class AuditMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=error,
                 route_template=template,
+                routed=True if template is not None else _routed(scope),
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
                 evidence=evidence_of(scope),
                 watching=watching_of(scope),
@@ -373,6 +378,15 @@ class AuditMiddleware(CoreMiddleware):
         # reading a message may be one without lifespan support or one whose start-up failed, and only
         # the server, seeing the exception, knows which to assume (uvicorn --lifespan on vs auto).
         await self.app(scope, receive_lifespan, send_lifespan)
+
+
+def _routed(scope: Scope) -> bool | None:
+    """With no route template: False if a framework router ran and matched nothing, None if nothing tells.
+
+    Starlette and FastAPI set ``scope["router"]`` when their router runs, and ``scope["route"]`` only on a
+    match (a Mount alone is no match); Litestar sets ``litestar_app``, and ``path_template`` only on a match.
+    """
+    return False if "router" in scope or "litestar_app" in scope or WATCHING_KEY in scope else None
 
 
 def _template(scope: Scope, root_path: str) -> str | None:

@@ -26,7 +26,7 @@ HeaderPairs = Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MiddlewareConfig:
-    """Options of ``AuditMiddleware`` and ``AuditWSGIMiddleware`` (see the README for each).
+    """Options of ``AuditMiddleware`` and ``AuditWSGIMiddleware`` (each is described in docs/configuration.md).
 
     Attributes:
         dsn: PostgreSQL DSN for the middleware's own writer (or ``AUDIT_DSN``); ignored with ``writer``.
@@ -139,6 +139,7 @@ class RequestInfo:
     body_complete: bool = True
     body_size: int = 0
     user: Any = None
+    interrupted: bool = False  # the client went away before sending the whole body
 
 
 @dataclass(slots=True)
@@ -161,6 +162,7 @@ class ResponseInfo:
     disconnected: bool = False
     exception: str | None = None
     route_template: str | None = None
+    routed: bool | None = None  # the framework said it matched a route (True) or none (False); None: unknown
     user: Any = None
     evidence: Sequence[AuthEvidence] = ()
     watching: AbstractSet[str] = frozenset()
@@ -184,6 +186,7 @@ class Exchange:
         "completed",
         "disconnected",
         "error",
+        "interrupted",
         "kept",
         "peek",
         "peeked",
@@ -205,6 +208,7 @@ class Exchange:
         self.bytes_sent = 0
         self.completed = False
         self.disconnected = False
+        self.interrupted = False  # the client left before the end of the request body
         self.error: str | None = None
 
     def sent(self, chunk: bytes) -> None:

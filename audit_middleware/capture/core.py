@@ -40,8 +40,9 @@ from .identity import (
     user_from_response,
     user_id_of,
 )
-from .preset import AUTH_PRESET, PRESET_TABLE
-from .routing import RouteMatch, RouteSpec, compile_routes
+from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, TOKEN_ACTIONS, mfa_hint, response_outcome
+from .preset import AUTH_ACTIONS, AUTH_PRESET, Corroborated
+from .routing import RouteMatch, RouteSpec, compile_routes, normalize_path
 
 __all__ = [
     "AuditCore",
@@ -57,6 +58,7 @@ logger = logging.getLogger("audit_middleware.middleware")
 
 MSG_AUDIT_FAILED = "auditing %s %s failed (%s); recorded a minimal event (%s failures so far)"
 MSG_HOOK_FAILED = "audit %s failed (%s); the request is unaffected (%s failures so far)"
+MSG_STARTED = "audit middleware: %s routes audited (%s user routes + %s preset rows) into %s%s"
 WARN_EVERY = 10.0
 MAX_USER_AGENT = 512
 MAX_PATH = 2048
@@ -68,6 +70,27 @@ UNAVAILABLE_RETRY_AFTER = "5"
 _ROUTER_REFUSED = (404, 405, 308)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+_UNROUTED = (404, 405)
+_UNASKED: Any = object()  # (_action's third value) nobody looked for the user in the response yet
+_UNTRUSTED: Any = object()  # the outcome is not a success: the response must not name the user
+_ATTEMPT = "_attempt"  # a preset action whose outcome nothing tells: login_attempt, signup_attempt...
+_MFA_PENDING_ACTION = "login_mfa_pending"
+
+
+def _reached(request: RequestInfo, response: ResponseInfo) -> bool:
+    """Whether a 404/405 came from a view rather than the router: ``//login`` never reaches the login view.
+
+    The framework knows (its matched route); without it, a 405 is the router's (the method was refused
+    before any view), and a 404 on a path that is not in normal form (``//login``, ``/./login``,
+    ``/api/../login``, ``/login/``) is the router's too.
+    """
+    if response.routed is not None:
+        return response.routed and response.status != 405
+    if response.status == 405:
+        return False
+    return normalize_path(request.path) == request.path
 
 
 def _text(value: bytes | str) -> str:
@@ -91,7 +114,7 @@ def _chosen_evidence(reported: Sequence[AuthEvidence], spec: RouteSpec | None) -
     (a sign-up that also signs the user in is a sign-up; a view that calls ``login()`` is a login). An action
     that failed and then succeeded in the same request (a view trying the name as a username, then as an
     e-mail) succeeded."""
-    wanted = spec.action if spec is not None and isinstance(spec.action, str) else None
+    wanted = getattr(spec.action, "action", spec.action) if spec is not None else None  # (a Corroborated row too)
     first = next((e for e in reported if e.action == wanted), reported[0] if reported else None)
     if first is None:
         return None
@@ -135,6 +158,33 @@ class CoreMiddleware:
         """The validated configuration."""
         return self.core.config
 
+    def _announce(self, writer: Any) -> None:
+        """Say once, at startup, where rows go and how many routes are audited (the user's, the preset's)."""
+        config = self.core.config
+        user_routes = {key for key, value in (config.routes or {}).items() if value is not None}
+        preset_rows = len(set(AUTH_PRESET) - set(config.routes or ())) if config.preset else 0
+        logger.info(
+            MSG_STARTED,
+            len(user_routes) + preset_rows,
+            len(user_routes),
+            preset_rows,
+            _target_table(writer, config),
+            f", and every other request as {config.unmapped_action!r}" if config.audit_unmapped else "",
+        )
+
+
+def _target_table(writer: Any, config: MiddlewareConfig) -> str:
+    """``schema.table`` of the writer (or of the one the middleware will build from its options)."""
+    found = getattr(writer, "config", None)
+    if found is None:
+        from ..writer.config import WriterConfig
+
+        try:
+            found = WriterConfig.from_env(dsn=config.dsn, **dict(config.writer_options))
+        except Exception:  # (the writer built later says what is wrong with its options)
+            return "the writer's table"
+    return f"{found.schema}.{found.table}"
+
 
 class AuditCore:
     """Compiled configuration plus the request -> event logic. Holds no per-request state.
@@ -155,6 +205,8 @@ class AuditCore:
             raise ConfigurationError("pass either a MiddlewareConfig or keyword options, not both")
         self.config = config
         self.routes = compile_routes(config.routes, AUTH_PRESET if config.preset else None)
+        # The preset's specs, by identity: its routes are guesses, so they record less when in doubt.
+        self._preset = frozenset(id(spec) for spec in AUTH_PRESET.values()) if config.preset else frozenset()
         self._user_keys = frozenset(config.routes or ())  # RouteMatch.key of the user's own routes
         redaction = config.redaction if config.redaction is not None else RedactionConfig()
         self.redactor = Redactor(redaction)
@@ -171,8 +223,7 @@ class AuditCore:
         self._suffix = config.failed_suffix
         # On an auth route a path parameter is a secret unless shown otherwise (a verification or reset token
         # can be a UUID or 12 characters, which pass for ids): events of the preset's actions mask every one.
-        actions = {action for _key, action, _options, _where in PRESET_TABLE}
-        self._auth_actions = frozenset(actions | {action + config.failed_suffix for action in actions})
+        self._auth_actions = frozenset(AUTH_ACTIONS) | {action + config.failed_suffix for action in AUTH_ACTIONS}
         self.errors = 0
         self.skipped = 0
         self._warn = _RateLimited()
@@ -228,13 +279,17 @@ class AuditCore:
         return before
 
     def wants_body(self, match: RouteMatch | None) -> bool:
-        """Whether to keep a prefix of the request body for this match."""
-        return self.config.capture_body and (match is None or match.spec is None or match.spec.body is not False)
+        """Whether to keep a prefix of the request body for this match (to store, or to corroborate a preset row)."""
+        spec = match.spec if match is not None else None
+        if spec is not None and type(spec.action) is Corroborated:
+            return True  # read by the check; stored only with capture_body
+        return self.config.capture_body and (spec is None or spec.body is not False)
 
     def wants_response_body(self, match: RouteMatch | None) -> bool:
-        """Whether to peek at the response body (login-type routes, to find the user)."""
+        """Whether to keep the response headers and peek at a JSON body (login-type routes: the user and the
+        outcome; corroborated preset rows: what the app answered)."""
         spec = match.spec if match is not None else None
-        return spec is not None and spec.user_from_response and self.config.user_from_response
+        return spec is not None and (spec.user_from_response or getattr(spec.action, "peek", False))
 
     # -- events (after the response) -----------------------------------------------------------
 
@@ -254,13 +309,16 @@ class AuditCore:
             if match is not None and spec is None and (context is None or context.action is None):
                 return None  # explicitly excluded route
             evidence = _chosen_evidence(response.evidence, spec) if response.evidence else None
-            action = self._action(request, response, spec, context, evidence)
+            action, auth, named = self._action(request, response, spec, context, evidence)
             if action is None:
                 return None
-            event = AuditEvent(action, self._redacted_user(self._user(request, response, spec, context, evidence)))
+            user = self._user(request, response, spec, context, evidence, named)
+            event = AuditEvent(action, self._redacted_user(user))
             event.metadata = self._metadata(request, response, match, spec, context, event)
             if evidence is not None:
                 self._add_evidence(event.metadata, response.evidence, evidence)
+            elif auth is not None:
+                event.metadata["auth"] = auth
             if self._chain is not None:
                 result = self._chain(event.metadata)
                 if result is None:
@@ -271,11 +329,6 @@ class AuditCore:
         except Exception as exc:
             return self._minimal(request, response, match, action, exc)
 
-    def _failed(self, response: ResponseInfo) -> bool:
-        if response.exception is not None and not response.completed:  # after a complete response (a failing
-            return True  # background task), the outcome is what the client received; http.exception says the rest
-        return response.status is not None and response.status >= self.config.failure_status
-
     def _action(
         self,
         request: RequestInfo,
@@ -283,40 +336,80 @@ class AuditCore:
         spec: RouteSpec | None,
         context: AuditContext | None,
         evidence: AuthEvidence | None,
-    ) -> str | None:
+    ) -> tuple[str | None, dict[str, Any] | None, Any]:
+        """(action or None for no row, ``metadata.auth`` or None, the user the response names: ``_UNASKED``
+        when not looked up yet, ``_UNTRUSTED`` when the response must not name one)."""
         if context is not None and context.action:
-            return context.action
+            return context.action, None, _UNASKED
         if evidence is not None:  # the framework said what happened: it beats anything the response suggests
+            # ...except the name of a route the user mapped themselves ("POST /auth/cookie/login": "cookie_login"):
+            # the user's routes always win; the evidence then decides only the outcome and the user.
+            own = (
+                spec.action
+                if spec is not None and isinstance(spec.action, str) and id(spec) not in self._preset
+                else None
+            )
             if evidence.succeeded:
-                return evidence.action
-            if spec is not None and spec.failed_action and spec.action == evidence.action:
-                return spec.failed_action  # the route's own name for its failure
-            return (evidence.action + self._suffix)[:MAX_ACTION_LENGTH]
+                return own or evidence.action, None, _UNASKED
+            if spec is not None and spec.failed_action and (own is not None or spec.action == evidence.action):
+                return spec.failed_action, None, _UNTRUSTED  # the route's own name for its failure
+            return ((own or evidence.action) + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
         if spec is None:
             if self.config.audit_unmapped or (context is not None and (context.metadata or context.has_user)):
-                return self.config.unmapped_action
-            return None
+                return self.config.unmapped_action, None, _UNASKED
+            return None, None, _UNTRUSTED
         action: str
         if callable(spec.action):
             computed = spec.action(request, response)
             if computed is None:
-                return None
+                return None, None, _UNTRUSTED
             action = str(computed)
         else:
             action = spec.action
+        guess = id(spec) in self._preset
+        if guess and response.status in _UNROUTED and not _reached(request, response):
+            return None, None, _UNTRUSTED  # the router answered (//login, /api/../login): no auth view ran
         if action in response.watching and response.route_template is None and response.status in _ROUTER_REFUSED:
-            return None  # the glue watches this action, yet the framework's router matched no view: no auth event
+            return None, None, _UNTRUSTED  # the glue watches this action, yet its router matched no view
+        if request.interrupted:  # the client left mid-body: nothing was decided, whatever the app did next
+            return (action + _ATTEMPT if guess else action), {"outcome": "client_disconnected"}, _UNTRUSTED
         if action in response.watching and response.route_template is not None:
             # The glue listens for this action and the request reached a view, yet nothing was announced:
             # it did not happen. A login-type POST is a failed attempt; anything else (a GET that only shows
             # a logout confirmation page) is no auth event at all.
             if action in LOGIN_TYPE and request.method == "POST":
-                return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
-            return None
+                return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+            return None, None, _UNTRUSTED
         outcome = self.config.outcome_actions if spec.outcome is None else spec.outcome
-        if outcome and self._failed(response):
-            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
-        return action
+        if not outcome:
+            return action, None, _UNASKED
+        if response.exception is not None and not response.completed:  # (after a complete response, a failing
+            # background task, the outcome is what the client received; http.exception says the rest)
+            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+        status = response.status
+        if action in FORM_ACTIONS and response.headers and status is not None:
+            # The status alone does not tell: form stacks answer a wrong password with 200 and the form again
+            named = self._response_user(response, spec) if action in TOKEN_ACTIONS else _UNASKED
+            if named is not None and named is not _UNASKED and 200 <= status < 300 and not mfa_hint(response.body):
+                return action, None, named  # the usual JSON login: the response names who signed in
+            signed_in = user_id_of(response.user) is not None and user_id_of(request.user) is None
+            seen = signed_in or (named is not None and named is not _UNASKED)
+            verdict, reason = response_outcome(action, request, response, self.config.failure_status, seen)
+            if verdict is SUCCEEDED:
+                return action, None, named
+            failed = spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH]
+            if verdict is FAILED:
+                below = status < self.config.failure_status
+                auth = {"source": "response", "outcome": FAILED, "reason": reason} if below else None
+                return failed, auth, _UNTRUSTED
+            if verdict is MFA_PENDING:
+                return _MFA_PENDING_ACTION, {"source": "response", "outcome": MFA_PENDING, "reason": reason}, _UNTRUSTED
+            if guess:  # the preset guessed the route and the response cannot tell: record the attempt only
+                return action + _ATTEMPT, {"source": "response", "outcome": "unknown", "reason": reason}, _UNTRUSTED
+            return action, None, _UNASKED  # the user's own route: its status stands
+        if status is not None and status >= self.config.failure_status:
+            return spec.failed_action or (action + self._suffix)[:MAX_ACTION_LENGTH], None, _UNTRUSTED
+        return action, None, _UNASKED
 
     def _user(
         self,
@@ -325,6 +418,7 @@ class AuditCore:
         spec: RouteSpec | None,
         context: AuditContext | None,
         evidence: AuthEvidence | None = None,
+        named: Any = _UNASKED,
     ) -> Any:
         if context is not None and context.has_user:
             return user_id_of(context.user)
@@ -339,6 +433,12 @@ class AuditCore:
         known = user_id_of(response.user) or user_id_of(request.user)
         if known is not None:
             return known
+        if named is _UNTRUSTED:
+            return None
+        return self._response_user(response, spec) if named is _UNASKED else named
+
+    def _response_user(self, response: ResponseInfo, spec: RouteSpec | None) -> Any:
+        """The user a successful response names, on the routes that read it (login, signup, token)."""
         if (
             spec is not None
             and spec.user_from_response
@@ -392,7 +492,10 @@ class AuditCore:
         template = response.route_template or (match.template if match is not None else None)
         path = route_path(request.path, request.root_path)[:MAX_PATH]
         status = response.status
-        if status is None and response.exception is not None:
+        exception = response.exception
+        if request.interrupted:  # the client left mid-body: it got no answer, and the app's error is its echo
+            status = exception = None
+        elif status is None and exception is not None:
             status = 500
         http: dict[str, Any] = {
             "method": request.method[:16],
@@ -401,9 +504,9 @@ class AuditCore:
             "status": status,
             "duration_ms": round(response.duration * 1000, 3),
         }
-        if response.exception is not None:
-            http["exception"] = response.exception[:200]
-        if response.disconnected and not response.completed:
+        if exception is not None:
+            http["exception"] = exception[:200]
+        if request.interrupted or (response.disconnected and not response.completed):
             http["outcome"] = "client_disconnected"
         metadata: dict[str, Any] = {
             "ip": ip,
@@ -421,7 +524,7 @@ class AuditCore:
         if headers:
             metadata["headers"] = headers
         body: Any = None
-        if request.body_size and self.wants_body(match):
+        if request.body_size and self.config.capture_body and (spec is None or spec.body is not False):
             allow = spec.body if spec is not None and isinstance(spec.body, tuple) else None
             body = metadata["body"] = redactor.body(
                 content_type,

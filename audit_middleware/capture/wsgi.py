@@ -38,7 +38,7 @@ from .core import (
     RequestInfo,
     ResponseInfo,
 )
-from .evidence import EVIDENCE_KEY, evidence_of, watching_of
+from .evidence import EVIDENCE_KEY, WATCHING_KEY, evidence_of, watching_of
 from .routing import RouteMatch
 from .wsgi_io import (
     AuditedResponse,
@@ -83,7 +83,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
             (the WSGI way to share one buffer), a callable building an ``AuditWriter`` (called once per
             process, so each forked worker gets its own), or an ``AuditWriter`` not started yet (for a
             single-process server: it runs on the middleware's thread, which closes it).
-        routes: ``{"METHOD /path": action | spec | callable | None}``; see the README.
+        routes: ``{"METHOD /path": action | spec | callable | None}``; see docs/asgi.md, "Routes".
         trusted_proxies: peers whose ``X-Forwarded-For`` (or ``Forwarded``) is believed.
         **options: the other :class:`~audit_middleware.core.MiddlewareConfig` fields.
 
@@ -110,6 +110,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
             trusted_proxies = tuple(trusted_proxies)
         config = MiddlewareConfig.from_options(dsn=dsn, routes=routes, trusted_proxies=trusted_proxies, **options)
         self.writer = _background(writer, self._compile(config))
+        self._announce(writer if isinstance(writer, AuditWriter) else None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until this process's recorded events are written (tests, scripts; not in a request)."""
@@ -304,6 +305,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 body_complete=exchange.body_complete and exchange.kept == exchange.body_size,
                 body_size=exchange.body_size,
                 user=user_before,
+                interrupted=exchange.interrupted,
             )
             response = ResponseInfo(
                 status=exchange.status,
@@ -315,6 +317,7 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 disconnected=exchange.disconnected,
                 exception=exchange.error,
                 route_template=template,
+                routed=True if template is not None else (False if WATCHING_KEY in environ else None),
                 user=user_after or environ.get(USER_KEY),
                 evidence=evidence_of(environ),
                 watching=watching_of(environ),

@@ -43,8 +43,16 @@ class TeeInput:
             self._readinto = readinto
             self.readinto = self._readinto_with_audit
 
+    def _gone(self) -> None:
+        """The server's stream failed mid-body (gunicorn's NoMoreData, a reset connection): the client left."""
+        self._exchange.interrupted = True
+
     def _readinto_with_audit(self, buffer: Any) -> Any:
-        count = self._readinto(buffer)
+        try:
+            count = self._readinto(buffer)
+        except OSError:
+            self._gone()
+            raise
         if count is not None:
             self._seen(memoryview(buffer)[:count], len(buffer))
         return count
@@ -59,17 +67,34 @@ class TeeInput:
                 exchange.kept += len(piece)
             if self._length is not None and exchange.body_size >= self._length:
                 exchange.body_complete = True
-        elif asked != 0:
-            exchange.body_complete = True  # EOF
+                exchange.interrupted = False
+        elif asked != 0:  # EOF
+            if self._length is not None and exchange.body_size < self._length:
+                exchange.interrupted = True  # before Content-Length: the client went away mid-body
+            else:
+                exchange.body_complete = True
 
     # Sizes by position or by keyword (gunicorn's Body and io.BytesIO take ``size=``), passed on as given.
     def read(self, *args: Any, **kwargs: Any) -> bytes:
-        data = self._stream.read(*args, **kwargs)
-        self._seen(data, _asked(args, kwargs))
+        try:
+            data = self._stream.read(*args, **kwargs)
+        except OSError:
+            self._gone()
+            raise
+        asked = _asked(args, kwargs)
+        self._seen(data, asked)
+        if data and asked is not None and len(data) < asked and not self._exchange.body_complete:
+            # read(n) returns less only at EOF (wsgiref, gunicorn): the body stopped before its Content-Length
+            # (a later read that brings the rest clears this)
+            self._exchange.interrupted = self._length is not None
         return data  # type: ignore[no-any-return]
 
     def readline(self, *args: Any, **kwargs: Any) -> bytes:
-        data = self._stream.readline(*args, **kwargs)
+        try:
+            data = self._stream.readline(*args, **kwargs)
+        except OSError:
+            self._gone()
+            raise
         self._seen(data, _asked(args, kwargs))
         return data  # type: ignore[no-any-return]
 

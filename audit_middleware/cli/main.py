@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import add_commands
 
     add_commands(commands, _add_dsn)
+    from .routes import add_command as add_routes
     from .spool import add_commands as add_spool_commands
 
+    add_routes(commands)
     add_spool_commands(commands)
     from .serve import add_command as add_serve  # the web viewer (its imports wait for the command)
 

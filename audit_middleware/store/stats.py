@@ -4,7 +4,7 @@ the brute-force view: failed logins grouped by client IP and by attempted identi
 The middleware stores the client IP as ``metadata.ip`` and the identifier a failed login tried
 (username or email) under ``metadata.identifier``; both keys are parameters. Every query is bounded
 by the time range, served by the ``(created_at, id)`` index, so a day of a large table answers fast
-without an index on ``metadata->>'ip'`` (see the README's measurements).
+without an index on ``metadata->>'ip'`` (see docs/cli.md, "Indexes added by init-db").
 """
 
 from __future__ import annotations

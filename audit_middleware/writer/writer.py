@@ -13,7 +13,7 @@ block). Spooled rows (this process's and those of stopped processes, claimed at 
 once writes succeed again. Rows the database refuses go to the dead-letter file. Every loss (policy
 ``drop``, a full spool) is counted and recorded in the table as an ``audit_gap`` event. ``aclose()``
 flushes until its deadline, then spools the remainder; an interpreter exit without ``aclose()``
-spools too (``atexit``). See "Delivery guarantees" in the README.
+spools too (``atexit``). See docs/delivery.md.
 
 Events may be recorded from other threads (WSGI); the writer's loop is woken thread-safely.
 """

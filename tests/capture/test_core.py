@@ -52,14 +52,14 @@ def test_forwarded_chain_and_request_id_go_through_the_value_detectors() -> None
 
 def test_an_authenticated_user_is_never_overridden_by_the_response_body() -> None:
     # On routes the preset reads the user from (login, signup, token), a response that echoes what the
-    # client sent ({"id": "admin"} from a device registration) must not rename an authenticated actor
+    # client sent ({"id": "admin"}) must not rename an authenticated actor
     core = AuditCore()
     body = b'{"id": "admin", "name": "my phone"}'
     headers = [(b"content-type", b"application/json")]
-    match = core.match("POST", "/api/devices/register")
+    match = core.match("POST", "/auth/register")
     assert match is not None and match.spec is not None and match.spec.user_from_response  # the preset's signup
     authenticated = ResponseInfo(status=201, headers=headers, body=body, user=UID)
-    event = core.build_event(request(path="/api/devices/register"), authenticated, match)
+    event = core.build_event(request(path="/auth/register"), authenticated, match)
     assert event is not None and event.user_id == UID
     anonymous = ResponseInfo(status=201, headers=headers, body=b'{"id": "' + UID.encode() + b'"}')
     event = core.build_event(request(path="/auth/register"), anonymous, core.match("POST", "/auth/register"))

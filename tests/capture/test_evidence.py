@@ -194,9 +194,12 @@ async def test_a_watched_action_the_router_refused_records_nothing(
 async def test_a_refused_request_the_glue_does_not_watch_keeps_the_response_outcome(
     writer: AuditWriter, sink: MemorySink
 ) -> None:
-    await record(writer, sink, view(lambda scope: None, status=405), "GET", "/logout")
-    [event] = sink.events
-    assert event.action == "logout_failed"
+    app = AuditMiddleware(view(lambda scope: None, status=405), writer=writer, routes={"POST /export": "export_data"})
+    async with client(app) as c:
+        await c.post("/export")
+    await writer.flush()
+    [event] = sink.events  # (a refused GET /logout on the preset is no row at all: nobody was logged out)
+    assert event.action == "export_data_failed"
 
 
 # -- the reporting functions ---------------------------------------------------------------------------
@@ -254,3 +257,28 @@ async def test_a_routes_own_failed_action_names_an_announced_failure(writer: Aud
     await writer.flush()
     [event] = sink.events
     assert (event.action, event.metadata["identifier"]) == ("login_denied", "mallory")
+
+
+async def test_a_route_the_user_named_keeps_its_name_and_takes_the_outcome_from_evidence(sink: MemorySink) -> None:
+    # "The user's routes always win": a route mapped by hand keeps its action; the evidence decides the outcome
+    # and the user (fastapi-users' AuditedUserManager reports "login" on a route the user calls "cookie_login").
+    writer = AuditWriter(sink=sink)
+
+    def succeeds(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=True, user=UID)
+
+    def fails(scope: dict[str, Any]) -> None:
+        report_auth(scope, "login", succeeded=False, identifier="mallory")
+
+    try:
+        for react in (succeeds, fails):
+            app = AuditMiddleware(view(react), writer=writer, routes={"POST /auth/cookie/login": "cookie_login"})
+            async with client(app) as c:
+                await c.post("/auth/cookie/login", data={"username": "alice"})
+        await writer.flush()
+    finally:
+        await writer.aclose()
+    assert [(e.action, str(e.user_id) if e.user_id else None) for e in sink.events] == [
+        ("cookie_login", UID),
+        ("cookie_login_failed", None),
+    ]

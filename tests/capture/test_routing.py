@@ -1,4 +1,4 @@
-"""Route keys, normalisation and the auth preset."""
+"""Route keys and normalisation (the preset's own rows: test_preset.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from audit_middleware.capture.core import RequestInfo
-from audit_middleware.capture.preset import AUTH_PRESET, PRESET_TABLE
+from audit_middleware.capture.preset import AUTH_PRESET
 from audit_middleware.capture.routing import RouteSpec, compile_routes, normalize_path
 from audit_middleware.errors import ConfigurationError
 
@@ -161,114 +161,3 @@ def test_normalize_path_keeps_root() -> None:
     assert normalize_path("/") == "/"
     assert normalize_path("/../..") == "/"
     assert normalize_path("/a/%252F/b") == "/a/b"  # double-encoded: decoded twice, then collapsed
-
-
-# -- the auth preset -----------------------------------------------------------------------------
-
-PRESET = compile_routes(AUTH_PRESET)
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "action"),
-    [
-        # FastAPI-Users
-        ("POST", "/auth/jwt/login", "login"),
-        ("POST", "/auth/cookie/login", "login"),
-        ("POST", "/auth/jwt/logout", "logout"),
-        ("POST", "/auth/register", "signup"),
-        ("POST", "/auth/forgot-password", "password_reset_requested"),
-        ("POST", "/auth/reset-password", "password_reset"),
-        ("POST", "/auth/request-verify-token", "email_verification_requested"),
-        ("POST", "/auth/verify", "email_verified"),
-        # django-allauth
-        ("POST", "/accounts/login/", "login"),
-        ("POST", "/accounts/logout/", "logout"),
-        ("POST", "/accounts/signup/", "signup"),
-        ("POST", "/accounts/password/reset/", "password_reset_requested"),
-        ("POST", "/accounts/password/reset/key/1-set-password/", "password_reset"),
-        ("POST", "/accounts/password/change/", "password_change"),
-        ("POST", "/accounts/2fa/authenticate/", "mfa_verify"),
-        # allauth headless
-        ("POST", "/_allauth/browser/v1/auth/login", "login"),
-        ("DELETE", "/_allauth/browser/v1/auth/session", "logout"),
-        ("POST", "/_allauth/app/v1/auth/signup", "signup"),
-        ("POST", "/_allauth/browser/v1/auth/password/request", "password_reset_requested"),
-        ("POST", "/_allauth/browser/v1/auth/password/reset", "password_reset"),
-        ("POST", "/_allauth/browser/v1/account/password/change", "password_change"),
-        ("POST", "/_allauth/browser/v1/auth/2fa/authenticate", "mfa_verify"),
-        # dj-rest-auth (+ SimpleJWT)
-        ("POST", "/dj-rest-auth/login/", "login"),
-        ("POST", "/dj-rest-auth/logout/", "logout"),
-        ("POST", "/dj-rest-auth/password/reset/", "password_reset_requested"),
-        ("POST", "/dj-rest-auth/password/reset/confirm/", "password_reset"),
-        ("POST", "/dj-rest-auth/password/change/", "password_change"),
-        ("POST", "/dj-rest-auth/registration/", "signup"),
-        ("POST", "/dj-rest-auth/token/refresh/", "token_refresh"),
-        ("POST", "/api/token/", "login"),
-        # Flask-Security-Too
-        ("POST", "/login", "login"),
-        ("GET", "/logout", "logout"),
-        ("POST", "/logout", "logout"),
-        ("POST", "/register", "signup"),
-        ("POST", "/reset", "password_reset_requested"),
-        ("POST", "/reset/InRva2VuIg.abc", "password_reset"),
-        ("POST", "/change", "password_change"),
-        ("POST", "/tf-validate", "mfa_verify"),
-        ("POST", "/us-signin", "login"),
-        # OAuth2 token endpoint, under any prefix
-        ("POST", "/token", "login"),
-        ("POST", "/oauth/token", "login"),
-        ("POST", "/o/token/", "login"),
-        ("POST", "/api/v1/auth/token/refresh", "token_refresh"),
-    ],
-)
-def test_preset_rows(method: Any, path: Any, action: Any) -> None:
-    assert action_of(PRESET, method, path) == action
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/login"),  # showing the form is not a login
-        ("GET", "/accounts/password/reset/"),
-        ("GET", "/users/me"),
-        ("POST", "/items"),
-        ("POST", "/blog/login-tips/comments"),
-    ],
-)
-def test_preset_ignores_other_requests(method: Any, path: Any) -> None:
-    assert PRESET.match(method, path) is None
-
-
-def test_preset_never_keeps_a_reset_key_in_the_template() -> None:
-    match = PRESET.match("POST", "/accounts/password/reset/key/1-s3cr3tk3y/")
-    assert match is not None and "s3cr3tk3y" not in match.template
-    match = PRESET.match("POST", "/reset/s3cr3tk3y")
-    assert match is not None and "s3cr3tk3y" not in match.template
-
-
-def test_preset_table_has_unique_keys_and_sources() -> None:
-    keys = [row[0] for row in PRESET_TABLE]
-    assert len(keys) == len(set(keys))
-    assert all(row[3] for row in PRESET_TABLE)
-
-
-def test_readme_documents_every_preset_row() -> None:
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for key, action, _options, _where in PRESET_TABLE:
-        assert f"| `{key}` | `{action}` |" in readme, key
-
-
-@pytest.mark.parametrize(
-    ("body", "action"),
-    [
-        (b"grant_type=password&username=a&password=b", "login"),
-        (b"grant_type=refresh_token&refresh_token=x", "token_refresh"),
-        (b'{"grant_type": "refresh_token", "refresh_token": "x"}', "token_refresh"),
-        (b"grant_type=client_credentials", "login"),
-    ],
-)
-def test_oauth_token_endpoint_tells_refresh_from_login(body: Any, action: Any) -> None:
-    assert action_of(PRESET, "POST", "/oauth/token", body) == action

@@ -30,8 +30,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection, Request
 
+from ...errors import ConfigurationError
 from ..context import AUDITED_KEY
 from ..evidence import EVIDENCE_KEY, report_auth
 from ._common import remember_user
@@ -68,6 +70,10 @@ def audit_user(
             ``user_id``, ``identity``): ``lambda user: user.username`` for the OAuth2 tutorial's ``User``.
             An id that is neither a UUID nor an integer is stored as ``metadata.user_ref``.
 
+    Raises:
+        ConfigurationError: ``dependency`` is a security scheme (``OAuth2PasswordBearer``, ``APIKeyHeader``...):
+            it returns the credential, not the user.
+
     Returns:
         A dependency for ``Depends(...)`` (in ``dependencies=[...]`` of a route, router or the app). It
         costs nothing beyond ``dependency`` itself (which FastAPI caches per request) and touches only
@@ -76,6 +82,14 @@ def audit_user(
     Example:
         >>> app = FastAPI(dependencies=[Depends(audit_user(current_user_optional))])  # doctest: +SKIP
     """
+
+    if isinstance(dependency, SecurityBase):
+        # OAuth2PasswordBearer, APIKey*: they return the credential itself, and an opaque token named as the user
+        # would be stored as metadata.user_ref (the redactor knows JWTs, not random tokens)
+        raise ConfigurationError(
+            f"audit_user() takes the dependency that returns the user (the tutorial's get_current_user), "
+            f"not the security scheme {type(dependency).__name__}, which returns the credential"
+        )
 
     # A default, not Annotated[...]: under postponed annotations FastAPI resolves an annotation in the module's
     # globals, where this closure's ``dependency`` does not exist.
@@ -117,12 +131,17 @@ def _reporting(hook: Callable[..., Awaitable[Any]], name: str, action: str) -> C
         # afterwards), even if sending the e-mail then fails.
         if name == "on_after_update":
             changes = args[0] if args else kwargs.get("update_dict")
-            wanted = isinstance(changes, dict) and "password" in changes
+            # a password set to null is in update_dict too, yet fastapi-users leaves the password alone
+            wanted = isinstance(changes, dict) and changes.get("password") is not None
         else:
             wanted = True
+        named = user
+        if name == "on_after_update" and request is not None and "id" in request.path_params:
+            # PATCH /users/{id}: a superuser acting on another account. The row names who performed the action
+            # (the authenticated actor, from audit_user), never the account acted upon.
+            named = None
         if wanted and not _already_reported(request, action):
-            actor = None if name in _SUBJECT_ONLY else user
-            report_auth(request, action, succeeded=True, user=actor, source=source)
+            report_auth(request, action, succeeded=True, user=None if name in _SUBJECT_ONLY else named, source=source)
         return await hook(self, user, *args, **kwargs)
 
     setattr(reported, _WRAPPED, True)

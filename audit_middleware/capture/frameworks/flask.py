@@ -24,7 +24,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..context import AUDITED_KEY, INSTALLED_KEY, ROUTE_KEY
+from ..context import AUDITED_KEY, INSTALLED_KEY, ROUTE_KEY, audit_context
 from ..evidence import EVIDENCE_KEY, LOGIN_TYPE, evidence_of, report_auth, watch
 from ..identity import user_id_of
 from ..preset import PRESET_TABLE
@@ -48,7 +48,7 @@ _SECURITY_VIEWS = {
     "two_factor_token_validation": "mfa_verify",
 }
 # Every auth action a router-refused request (404, 405) must not be recorded as: no view ran.
-_AUTH_ACTIONS = frozenset({action for _, action, _, _ in PRESET_TABLE} | {*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
+_AUTH_ACTIONS = frozenset({row.action for row in PRESET_TABLE} | {*_SECURITY_VIEWS.values(), *LOGIN_TYPE})
 
 
 def _flask_current_user() -> Any:
@@ -172,6 +172,11 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
             if rule.rule in _login_rules(app, manager):  # login_user sends user_logged_in: no signal, no login
                 watched.add("login")
         action = _SECURITY_VIEWS.get(security_view() or "")
+        if action in ("login", "signup") and request.method == "POST" and user_id_of(current) is not None:
+            # Flask-Security turns a signed-in caller away from these views without reading the form (a double
+            # submit, a cross-site POST): no password was checked, nobody signed up. Not a failed attempt either.
+            audit_context(environ).skip()
+            return
         if action == "mfa_verify" and user_id_of(current) is not None:
             action = "mfa_changed"  # a signed-in user confirming a new second factor: a change, not a sign-in
         if action is not None:
@@ -221,12 +226,16 @@ def install_flask(app: Any, *, user: Callable[[], Any] | None = None) -> None:
 
 def _pending_second_factor(app: Any) -> Any:
     """The user a Flask-Security login left waiting for the second factor (``tf_user_id`` in the session:
-    its login view clears it first and sets it only after a correct password), else None."""
+    its login view clears it first and sets it only after a correct password), else None.
+
+    Only when the session was written during this request: a POST turned away before the view ran (a
+    missing CSRF token under ``unauth_csrf``) leaves an earlier attempt's ``tf_user_id`` in place, and
+    that is no correct password now."""
     from flask import session
 
     try:
         uniquifier = session.get("tf_user_id")
-        if not uniquifier:
+        if not uniquifier or not session.modified:
             return None
         found = app.extensions["security"].datastore.find_user(fs_uniquifier=uniquifier)
         return user_id_of(found)
@@ -248,6 +257,12 @@ def _connect_flask_login(app: Any) -> None:
             report_auth(environ, "login", succeeded=True, user=user_id_of(user), source="flask_login.user_logged_in")
 
     def logged_out(sender: Any, user: Any = None, **extra: Any) -> None:
+        try:
+            anonymous = user is None or getattr(user, "is_authenticated", True) is False
+        except Exception:  # a broken user object must not break the logout
+            anonymous = False
+        if anonymous:  # logout_user() with nobody signed in (a view without @login_required) signs nobody out
+            return
         environ = _carrier()
         if environ is not None:
             report_auth(environ, "logout", succeeded=True, user=user_id_of(user), source="flask_login.user_logged_out")

@@ -14,12 +14,13 @@ from typing import Annotated, Any
 import jwt
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi.security import APIKeyCookie, OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from jwt.exceptions import InvalidTokenError
 from pwdlib import PasswordHash
 from pydantic import BaseModel
 
 from audit_middleware.capture.frameworks.fastapi import audit_user
+from audit_middleware.errors import ConfigurationError
 from tests.conftest import PgTarget
 from tests.fastapi_helpers import CLIENT_IP, assert_no_secret, audit_table, audited_client, rows
 
@@ -172,3 +173,12 @@ async def test_users_me_with_a_token_signed_by_someone_else_names_nobody(pg: PgT
     [row] = await rows(pg)
     assert (row.action, row.user_id, row.metadata.get("user_ref")) == ("profile_viewed_failed", None, None)
     assert_no_secret([row], forged)
+
+
+@pytest.mark.parametrize("scheme", [OAuth2PasswordBearer(tokenUrl="token"), APIKeyCookie(name="session")])
+def test_audit_user_refuses_a_security_scheme_that_returns_the_credential(scheme: Any) -> None:
+    """``audit_user(oauth2_scheme)`` reads as "the current user" but the scheme returns the raw bearer token
+    (an API-key scheme the key): named as the user, an opaque token would be stored as ``metadata.user_ref``
+    (the redactor recognises JWTs, not random tokens). Refused when the app is built, with the fix."""
+    with pytest.raises(ConfigurationError, match="get_current_user"):
+        audit_user(scheme)

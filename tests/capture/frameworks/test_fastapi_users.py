@@ -150,6 +150,27 @@ async def test_cookie_login_with_a_wrong_password_is_login_failed(users_app: Use
     assert_no_secret([failed], PASSWORD)
 
 
+async def test_a_login_path_no_route_takes_is_no_auth_event(users_app: UsersApp, pg: PgTarget) -> None:
+    """``//auth/jwt/login`` and an unserved prefix are answered 404 by FastAPI's router: no view checked a
+    password, so they are no failed logins (they would inflate the failed-login counts ``stats`` shows)."""
+    form = {"username": EMAIL, "password": "not-" + PASSWORD}
+    async with audited_client(users_app.app, pg) as c:
+        assert (await c.post("//auth/jwt/login", data=form)).status_code == 404
+        assert (await c.post("/auth/nowhere/login", data=form)).status_code == 404
+        assert (await c.post("/auth/jwt/login", data=form)).status_code == 400  # the real view: a failed login
+    assert [row.action for row in await rows(pg)] == ["login_failed"]
+
+
+async def test_a_get_on_the_post_only_logout_route_is_no_logout(users_app: UsersApp, pg: PgTarget) -> None:
+    """fastapi-users logs out on ``POST``; FastAPI answers ``GET /auth/jwt/logout`` with 405 before any view
+    runs. Nobody was (or failed to be) signed out: no ``logout_failed`` naming the caller."""
+    async with audited_client(users_app.app, pg) as c:
+        await register(c)
+        token = await bearer_login(c)
+        assert (await c.get("/auth/jwt/logout", headers={"authorization": f"Bearer {token}"})).status_code == 405
+    assert [row.action for row in await rows(pg)] == ["signup", "login"]
+
+
 # -- password reset --------------------------------------------------------------------------------------
 
 
@@ -233,6 +254,43 @@ async def test_password_set_through_users_me_is_a_password_change(users_app: Use
     change = by_action(found, "password_change")  # the e-mail change is no auth event: no row
     assert change.user_id == user_id and change.metadata["http"]["route"] == "/users/me"
     assert len(found) == 3
+    assert_no_secret(found, token, new_password)
+
+
+async def test_a_null_password_in_users_me_is_no_password_change(users_app: UsersApp, pg: PgTarget) -> None:
+    """``{"password": null}`` reaches ``on_after_update``'s ``update_dict`` (fastapi-users dumps what was set,
+    None included) yet leaves the password as it was: no password changed, no row."""
+    async with audited_client(users_app.app, pg) as c:
+        await register(c)
+        token = await bearer_login(c)
+        unchanged = await c.patch("/users/me", json={"password": None}, headers={"authorization": f"Bearer {token}"})
+        still = await c.post("/auth/jwt/login", data={"username": EMAIL, "password": PASSWORD})
+    assert unchanged.status_code == 200 and still.status_code == 200
+    assert [row.action for row in await rows(pg)] == ["signup", "login", "login"]
+
+
+async def test_a_superuser_setting_another_users_password_never_names_the_account_acted_upon(
+    users_app: UsersApp, pg: PgTarget
+) -> None:
+    """``PATCH /users/{id}`` runs the same ``on_after_update`` hook with the *target* user; the row's user is who
+    performed the action (the table contract), never the account acted upon. The route is unmapped, so
+    ``audit_user`` (audited requests only) does not name the superuser either: the row records less."""
+    from sqlalchemy import text
+
+    new_password = "set by the admin 9!"
+    async with audited_client(users_app.app, pg) as c:
+        await register(c, "admin@example.com")
+        bob_id = await register(c, "bob@example.com")
+        async with users_app.engine.begin() as conn:
+            await conn.execute(text("UPDATE user SET is_superuser = 1 WHERE email = 'admin@example.com'"))
+        token = await bearer_login(c, "admin@example.com")
+        changed = await c.patch(
+            f"/users/{bob_id}", json={"password": new_password}, headers={"authorization": f"Bearer {token}"}
+        )
+    assert changed.status_code == 200
+    found = await rows(pg)
+    change = by_action(found, "password_change")
+    assert change.user_id is None and "user_ref" not in change.metadata
     assert_no_secret(found, token, new_password)
 
 

@@ -174,3 +174,25 @@ def test_a_fresh_login_confirmation_is_reauthenticate(site: AuditedFlask) -> Non
     site.post("/reauthenticate", {"password": WRONG})
     site.post("/reauthenticate", {"password": PASSWORD})
     assert_rows(site.rows()[1:], [("login", "1"), ("reauthenticate", "1")], PASSWORD, WRONG)
+
+
+def test_an_anonymous_call_to_a_logout_view_without_login_required_is_no_logout(pg: PgTarget) -> None:
+    """Flask-Login's own README logs out without ``@login_required``; ``logout_user()`` then announces
+    ``user_logged_out`` for the anonymous user. Nobody was signed out: no row."""
+    app = tutorial_app()
+
+    @app.route("/signout")
+    def signout() -> str:
+        logout_user()
+        return "Logged out"
+
+    site = AuditedFlask(app, pg)
+    try:
+        signup(site)
+        assert site.get("/signout").status_code == 200  # nobody signed in
+        site.post("/login", {"email": EMAIL, "password": PASSWORD})
+        assert site.get("/signout").status_code == 200
+        rows = site.rows()
+    finally:
+        site.close()
+    assert_rows(rows[1:], [("login", "1"), ("logout", "1")], PASSWORD)

@@ -16,6 +16,7 @@ from flask_security import MailUtil, Security, SQLAlchemyUserDatastore, hash_pas
 from flask_security.models import fsqla_v2 as fsqla
 from flask_security.models.fsqla import FsModels
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect  # type: ignore[import-untyped]
 
 from tests.conftest import PgTarget
 from tests.flask_helpers import AuditedFlask, assert_rows
@@ -272,3 +273,40 @@ def test_a_duplicate_signup_answered_like_a_success_is_signup_failed(pg: PgTarge
         site.close()
     assert_rows(rows, [("signup_failed", None)], PASSWORD)
     assert rows[0].metadata["auth"]["source"] == "flask_security.user_not_registered"
+
+
+def test_a_post_turned_away_before_the_login_view_is_no_pending_second_factor(pg: PgTarget) -> None:
+    """CSRF checked by ``unauth_csrf`` (Flask-Security's JSON set-up): a POST without the token never reaches the
+    login view, so an earlier attempt's ``tf_user_id`` is still in the session. A wrong password sent so is no
+    correct password with a second factor pending."""
+    app, _, _ = security_app(WTF_CSRF_ENABLED=True, WTF_CSRF_CHECK_DEFAULT=False)
+    CSRFProtect(app)
+    security = app.extensions["security"]
+    site = AuditedFlask(app, pg)
+    try:
+        with app.app_context():
+            user = security.datastore.find_user(email=EMAIL)
+            security.datastore.tf_set(user, "authenticator", totp_secret=security.totp_factory.generate_totp_secret())
+            security.datastore.commit()
+        token = site.get("/login", headers={"Accept": "application/json"}).get_json()["response"]["csrf_token"]
+        pending = site.open(
+            "POST", "/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-CSRF-Token": token}
+        )
+        assert pending.get_json()["response"]["tf_required"] is True
+        refused = site.open("POST", "/login", json={"email": EMAIL, "password": WRONG})  # no CSRF token
+        assert refused.status_code == 400
+        me = user_ref(site)
+        rows = site.rows()
+    finally:
+        site.close()
+    assert_rows(rows, [("login_mfa_pending", me), ("login_failed", None)], PASSWORD, WRONG, token)
+
+
+def test_a_signed_in_user_posting_the_login_or_signup_form_is_no_auth_event(site: AuditedFlask) -> None:
+    """Flask-Security's login and register views turn a signed-in caller away (a redirect) without reading the
+    form: no password was checked and nobody signed up, so no ``login_failed`` / ``signup_failed`` names them."""
+    login(site)
+    assert login(site, WRONG).status_code == 302  # already signed in: sent on, the password never looked at
+    form = {"email": "bob@example.com", "password": PASSWORD, "password_confirm": PASSWORD}
+    assert site.post("/register", form).status_code == 302
+    assert_rows(site.rows(), [("login", user_ref(site))], PASSWORD, WRONG)

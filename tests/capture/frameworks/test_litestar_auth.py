@@ -136,3 +136,14 @@ async def test_wrong_password_and_duplicate_signup_fail_and_name_nobody(pg: PgTa
     ]
     assert found[2].metadata["identifier"] == "ann@example.com"
     assert_no_secret(found, PASSWORD)
+
+
+async def test_paths_and_methods_litestars_router_refuses_are_no_auth_events(pg: PgTarget) -> None:
+    """An unserved ``/api/login`` (404) and ``GET /logout`` on the POST-only logout (405) are answered by
+    Litestar's router before any handler: no password was checked, nobody was signed out."""
+    async with audited_client(example_app(), pg) as c:
+        assert (await c.post("/signup", json=SIGNUP)).status_code == 201
+        wrong = {"email": "ann@example.com", "password": "not-" + PASSWORD}
+        assert (await c.post("/api/login", json=wrong)).status_code == 404
+        assert (await c.get("/logout")).status_code == 405
+    assert [row.action for row in await rows(pg)] == ["signup"]
