@@ -41,7 +41,7 @@ from .identity import (
     user_id_of,
 )
 from .outcome import FAILED, FORM_ACTIONS, MFA_PENDING, SUCCEEDED, TOKEN_ACTIONS, mfa_hint, response_outcome
-from .preset import AUTH_PRESET, Corroborated
+from .preset import AUTH_ACTIONS, AUTH_PRESET, Corroborated
 from .routing import RouteMatch, RouteSpec, compile_routes, normalize_path
 
 __all__ = [
@@ -231,6 +231,9 @@ class AuditCore:
         self._wanted = {k.encode("latin-1"): v for k, v in names.items()}  # header name -> what it is to us
         self._top_level_headers = tuple(k for k, v in names.items() if v in ("user_agent", "forwarded", "request_id"))
         self._suffix = config.failed_suffix
+        # On an auth route a path parameter is a secret unless shown otherwise (a verification or reset token
+        # can be a UUID or 12 characters, which pass for ids): events of the preset's actions mask every one.
+        self._auth_actions = frozenset(AUTH_ACTIONS) | {action + config.failed_suffix for action in AUTH_ACTIONS}
         self.errors = 0
         self.skipped = 0
         self._warn = _RateLimited()
@@ -506,7 +509,7 @@ class AuditCore:
             status = 500
         http: dict[str, Any] = {
             "method": request.method[:16],
-            "path": self._memo.path(path, template),
+            "path": self._memo.path(path, template, secret_params=event.action in self._auth_actions),
             "route": template,
             "status": status,
             "duration_ms": round(response.duration * 1000, 3),

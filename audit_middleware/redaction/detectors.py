@@ -120,7 +120,8 @@ _VENDOR_PREFIXES = (
     "dp.", "dapi", "ntn_", "lin_api_", "PMAK-", "sq0csp-", "EAAA", "key-", ":AA", "/api/webhooks/", "webhookb2/",
 )  # fmt: skip
 _VENDOR_GATE = re.compile("|".join(map(re.escape, _VENDOR_PREFIXES)))  # one scan, not one per prefix
-_SHORTEST_VENDOR_KEY = 20
+_SHORTEST_VENDOR_KEY = 20  # every provider's shortest key but Slack's
+_SHORTEST_SLACK_TOKEN = 15  # "xoxb-" and 10 characters: the shortest key _VENDOR_KEY matches
 _DIGIT_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -174,7 +175,10 @@ def mask_secrets(value: str) -> str:
         lowered = value.lower()
         if any(scheme in lowered for scheme in _SCHEMES):
             value = _SCHEME_CREDENTIALS.sub(_scheme_credentials, value)
-    if len(value) >= _SHORTEST_VENDOR_KEY and _VENDOR_GATE.search(value) is not None:
+    if len(value) >= _SHORTEST_VENDOR_KEY:
+        if _VENDOR_GATE.search(value) is not None:
+            value = _VENDOR_KEY.sub(REDACTED, value)
+    elif len(value) >= _SHORTEST_SLACK_TOKEN and "xox" in value:  # cheaper than the gate on short strings
         value = _VENDOR_KEY.sub(REDACTED, value)
     if len(value) >= _MIN_CARD_DIGITS:
         data = value.encode("utf-8")

@@ -77,10 +77,11 @@ class RedactionMemo:
             self._texts[value] = result
         return result
 
-    def path(self, path: str, template: str | None) -> str:
-        """Same as ``Redactor.path(path, template)``; cached when the path is its own (static) route template."""
-        if template is None or path != template:  # concrete values may be secrets: never cache them
-            return self._redactor.path(path, template)
+    def path(self, path: str, template: str | None, *, secret_params: bool = False) -> str:
+        """Same as ``Redactor.path(path, template, secret_params=...)``; cached when the path is its own (static)
+        route template."""
+        if template is None or path != template or secret_params:  # concrete values may be secrets: never cached
+            return self._redactor.path(path, template, secret_params=secret_params)
         hit = self._paths.get(path)
         if hit is None:
             hit = self._redactor.path(path, template)

@@ -62,7 +62,7 @@ _ALWAYS_REDACTED_HEADER_STEMS = ("authorization", "cookie", "apikey", "token", "
 _URL_HEADERS = frozenset({"referer", "origin"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value and key: value can match (cards need 13 digits)
+_SHORTEST_SCAN = 13  # shorter: only URL credentials, JWTs, key=value, key: value and "Basic YTpi" can match
 _DETECTION_MARGIN = 8192  # detectors see this much past max_string, so a secret cut by the cap is still masked
 _EMBEDDED_PAIR = re.compile(r"(^|[?&#;\s])([^=&#?;\s]{1,64})=([^&#;\s]*)")  # "?token=x", "&code=y", " pin=1"
 # "key: value" fields in free text: JSON or a dict kept as a string ({"password":"x"}, {'pin': '1'}), one level
@@ -261,7 +261,9 @@ class Redactor:
         if type(value) is not str and not isinstance(value, str):
             value = str(value)  # never raise on a caller's odd value
         if len(value) <= self._max_string and value.isprintable():  # fast path: nothing to clean or cut
-            if self._detect and (len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value):
+            if self._detect and (
+                len(value) >= _SHORTEST_SCAN or "eyJ" in value or "=" in value or ":" in value or " " in value
+            ):  # (a space: "Basic YTpi", the base64 of a:b, is 10 characters)
                 return self._mask(value, fields)
             return value
         if len(value) > self._window:
@@ -497,20 +499,31 @@ class Redactor:
     def _hides(self, key: str) -> bool:
         return not self._keeps(key)
 
-    def path(self, path: str, template: str | None = None) -> str:
+    def path(self, path: str, template: str | None = None, *, secret_params: bool = False) -> str:
         """Return ``path`` with secret segments masked, bounded and cleaned.
 
         With the route ``template`` (``/reset/{token}``, aligned on its end so a mount prefix does not
         matter) a segment whose parameter name is sensitive is masked; a sensitive ``{x:path}`` parameter
-        masks all the segments it spans. With or without one, segments that look like credentials (JWTs,
-        16+ hex runs, 20+ mixed-case-and-digit strings; not UUIDs or slugs) are masked, as are the value
-        detectors' hits.
+        masks all the segments it spans. ``secret_params`` masks every parameter whatever its name, and a
+        trailing ``/**`` of a preset route as one: on an auth route (``/verify-email/{t}``) a path
+        parameter is a secret unless shown otherwise, and a UUID or a 12-character token looks like an id.
+        With or without a template, segments that look like credentials (JWTs, 16+ hex runs, 20+
+        mixed-case-and-digit strings; not UUIDs or slugs) are masked, as are the value detectors' hits.
         """
         segments = path[: self._window].split("/")
         trailing = len(segments) > 2 and segments[-1] == ""
         if trailing:
             segments.pop()
         if template is not None:
-            mask_template(segments, template, self.is_sensitive_key)
+            if secret_params:
+                if template.endswith("/**"):
+                    template = template[:-3] + "/{rest:path}"
+                mask_template(segments, template, _every_name)
+            else:
+                mask_template(segments, template, self.is_sensitive_key)
         mask_segments(segments, looks_like_token)
         return self.text("/".join(segments) + ("/" if trailing else ""), fields=False)
+
+
+def _every_name(name: str) -> bool:
+    return True

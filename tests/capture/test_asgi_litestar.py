@@ -51,6 +51,7 @@ def litestar_app() -> Litestar:
     return Litestar(
         [login, logout, export],
         middleware=[DefineMiddleware(SessionAuth, exclude_from_auth_key="exclude_from_auth")],
+        logging_config=None,  # Litestar's default configures the root logger with a queue thread (test isolation)
     )
 
 

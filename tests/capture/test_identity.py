@@ -203,3 +203,174 @@ def test_user_id_of_survives_a_lazy_user_that_fails() -> None:
             raise RuntimeError("SynchronousOnlyOperation")
 
     assert user_id_of(Lazy()) is None
+
+
+# -- every name the rules know, one by one (each entry of a list is a rule of its own) -------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["username", "email", "login", "identity", "user", "user_name", "phone", "identifier"]
+)
+def test_attempted_identifier_reads_each_login_field(field: str) -> None:
+    body = json.dumps({field: "alice@example.com", "password": "pw"}).encode()
+    assert attempted_identifier("application/json", body) == "alice@example.com"
+
+
+@pytest.mark.parametrize("key", ["user_id", "userId", "id", "sub", "pk"])
+def test_user_from_response_reads_each_user_key(key: str) -> None:
+    assert user_from_response(JSON, json.dumps({key: UID}).encode()) == UID
+
+
+@pytest.mark.parametrize("key", ["access_token", "id_token", "token", "access", "jwt"])
+def test_user_from_response_reads_the_subject_of_each_token_it_issues(key: str) -> None:
+    body = json.dumps({key: jwt({"sub": UID}), "token_type": "bearer"}).encode()
+    assert user_from_response(JSON, body) == UID
+
+
+def test_forwarded_quoted_pair_in_another_parameter_keeps_the_element() -> None:
+    # RFC 7239 quoted-string with a quoted-pair (\"): the element is well-formed, its for= is believed
+    proxies = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+    assert proxies.client_ip("10.0.0.1", ['for=203.0.113.7;host="a\\"b"'])[0] == "203.0.113.7"
+
+
+# -- trusted proxies, case by case ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "expected"),
+    [
+        (["10.0.0.0/8"], "testclient", "testclient"),  # a peer that is no address (a test client, a socket)
+        (["10.0.0.0/8"], "192.168.0.1", "192.168.0.1"),  # outside every network
+        (["10.0.0.0/8"], "10.200.3.4", "1.2.3.4"),
+        (["10.0.0.1/8"], "10.2.3.4", "1.2.3.4"),  # a network written with host bits still means the network
+        ("10.0.0.1, 10.0.0.2", "10.0.0.2", "1.2.3.4"),  # one comma-separated string, as from an env variable
+        ("10.0.0.1, 10.0.0.2", "10.0.0.3", "10.0.0.3"),
+        (("127.0.0.1", "::1"), "::1", "1.2.3.4"),
+    ],
+)
+def test_each_trusted_proxy_case(trusted: Any, peer: str, expected: str) -> None:
+    assert TrustedProxies(trusted).client_ip(peer, ["1.2.3.4"])[0] == expected
+
+
+def test_the_default_trusts_ipv6_loopback_and_nothing_else() -> None:
+    proxies = TrustedProxies()
+    assert proxies.client_ip("::1", ["1.2.3.4"])[0] == "1.2.3.4"
+    assert proxies.client_ip("203.0.113.5", ["1.2.3.4"])[0] == "203.0.113.5"
+
+
+@pytest.mark.parametrize("trusted", [["*", "not-an-ip"], ["not-an-ip"], "10.0.0.1, not-an-ip"])
+def test_a_bad_entry_is_refused_and_named_even_beside_the_wildcard(trusted: Any) -> None:
+    with pytest.raises(ConfigurationError, match="not-an-ip"):
+        TrustedProxies(trusted)
+
+
+def test_a_bad_header_name_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="x-real-ip"):
+        TrustedProxies([], "x-real-ip")
+
+
+def test_without_a_forwarding_header_there_is_no_chain() -> None:
+    assert TRUSTED.client_ip("10.0.0.1", []) == ("10.0.0.1", None)
+
+
+def test_quotes_around_a_forwarded_hop_are_not_kept() -> None:
+    assert TRUSTED.client_ip("10.0.0.1", ['"1.2.3.4"']) == ("1.2.3.4", ["1.2.3.4"])
+
+
+# -- Forwarded (RFC 7239), element by element ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["for=6.6.6.6,for=203.0.113.7"], "203.0.113.7"),  # no space after the comma
+        (["proto=https;for=203.0.113.7"], "203.0.113.7"),  # for= after another parameter
+        (['for="203.0.113.\\7"'], "203.0.113.7"),  # a quoted-pair inside the quoted address
+        # a malformed element stops the walk: what is left of it was sent by the client and is not believed
+        (["for=6.6.6.6, for=203.0.113.7 x"], "10.0.0.1"),
+        (["for=6.6.6.6", "for=203.0.113.7 x"], "10.0.0.1"),
+        # resynchronised at the next comma, not the last: the hops after the garbage are all walked
+        (["x, for=6.6.6.6, for=10.0.0.7"], "6.6.6.6"),
+    ],
+)
+def test_forwarded_element_rules(lines: list[str], expected: str) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+    assert proxies.client_ip("10.0.0.1", lines)[0] == expected
+
+
+def test_an_element_without_for_adds_no_hop() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="forwarded")
+    assert proxies.client_ip("10.0.0.1", ["proto=https, for=203.0.113.7"]) == ("203.0.113.7", ["203.0.113.7"])
+
+
+# -- one hop ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"[2001:db8::1]:443"', "2001:db8::1"),
+        ("1.2.3.4:_hidden", "1.2.3.4"),  # an obfuscated port (RFC 7239)
+        ("1.2.3.4:_a", "1.2.3.4"),
+        ("[2001:db8::1]:_x", "2001:db8::1"),
+    ],
+)
+def test_parse_hop_accepts(value: str, expected: str) -> None:
+    assert str(parse_hop(value)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("[::1", "unterminated"), ("[::1]:a1", "malformed hop"), ("1.2.3.4:_", "malformed port"), ("1.2.3.4:x", "port")],
+)
+def test_parse_hop_refuses_and_says_why(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_hop(value)
+
+
+# -- users, rule by rule ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({"email": "a@example.com"}, None),  # a dict without an id names nobody
+        (SimpleNamespace(user_id=UID), UID),
+        (SimpleNamespace(id=None, pk=None, user_id=None, identity=UID), UID),
+    ],
+)
+def test_user_id_of_more_shapes(user: Any, expected: Any) -> None:
+    assert user_id_of(user) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ([], json.dumps({"id": UID}).encode(), None),  # no content type: not read, and never an error
+        (JSON, json.dumps({"user_id": "", "id": UID}).encode(), UID),  # an empty id is no id
+        ([("set-cookie", f'auth="{jwt({"sub": UID})}"; Path=/')], b"", UID),  # a quoted cookie value
+        (JSON, json.dumps({"access_token": jwt({"user_id": UID})}).encode(), UID),  # user_id claim, no sub
+    ],
+)
+def test_user_from_response_more_shapes(headers: Any, body: bytes, expected: Any) -> None:
+    assert user_from_response(headers, body) == expected
+
+
+@pytest.mark.parametrize("length", range(1, 9))
+def test_the_subject_of_a_jwt_of_any_payload_length_is_read(length: int) -> None:
+    # base64url drops its padding: each payload length needs its own, and every one must decode
+    subject = "u" * length
+    assert user_from_response(JSON, json.dumps({"token": jwt({"sub": subject})}).encode()) == subject
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("application/vnd.api+json", b'{"email": "a@example.com"}', "a@example.com"),
+        ("application/x-www-form-urlencoded", b"username=al\xffice", "al\ufffdice"),  # bad UTF-8 replaced
+        # a form of more fields than a login has is not read (bounded work on hostile input)
+        ("application/x-www-form-urlencoded", b"&".join([b"f=1"] * 300 + [b"username=al"]), None),
+    ],
+)
+def test_attempted_identifier_more_shapes(content_type: str, body: bytes, expected: Any) -> None:
+    assert attempted_identifier(content_type, body) == expected

@@ -107,6 +107,8 @@ async def litestar_user(user_id: Annotated[int, Parameter()]) -> dict[str, int]:
 
 
 litestar_app = AuditMiddleware(
-    Litestar([Router("/auth", route_handlers=[litestar_login]), litestar_user], openapi_config=None),
+    Litestar(
+        [Router("/auth", route_handlers=[litestar_login]), litestar_user], openapi_config=None, logging_config=None
+    ),
     writer=AuditWriter(sink=MemorySink()),
 )

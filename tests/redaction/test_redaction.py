@@ -735,7 +735,7 @@ def test_path_is_cleaned_and_bounded(redactor: Redactor) -> None:
     ],
 )
 def test_invalid_config_names_the_field(kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(ConfigurationError, match=field):
+    with pytest.raises(ConfigurationError, match=rf"^{field} "):  # the message starts with the field's name
         RedactionConfig(**kwargs)
 
 

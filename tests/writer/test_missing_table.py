@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
 from audit_middleware import AuditWriter, init_db
+from audit_middleware.writer.config import mask_dsn
 from tests.conftest import PgTarget
 from tests.writer.delivery.conftest import eventually
 
@@ -32,7 +34,7 @@ async def test_a_missing_table_is_reported_once_with_the_fix_and_events_wait_in_
     lines = _fix_lines(caplog)
     assert len(lines) == 1, lines
     assert f"{empty_schema.schema}.user_audit_logs does not exist" in lines[0]
-    assert f"audit-middleware init-db --dsn '{empty_schema.dsn}' --schema {empty_schema.schema}" in lines[0]
+    assert f"audit-middleware init-db --dsn '{mask_dsn(empty_schema.dsn)}' --schema {empty_schema.schema}" in lines[0]
     assert writer.stats().spooled == 20 and writer.stats().dead_lettered == 0
     conn = await empty_schema.connect()
     try:
@@ -57,7 +59,7 @@ async def test_the_fix_line_masks_the_password(
     empty_schema: PgTarget, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The user in the DSN has a password the server ignores (trust auth): the line must show *** instead.
-    dsn = empty_schema.dsn.replace("postgresql://postgres@", "postgresql://postgres:s3cr3t-pw@")
+    dsn = re.sub(r"^postgresql://postgres:?@", "postgresql://postgres:s3cr3t-pw@", empty_schema.dsn)  # (both servers)
     assert "s3cr3t-pw" in dsn
     async with AuditWriter(dsn, schema=empty_schema.schema, spool_dir=str(tmp_path)):
         await eventually(lambda: _logged(caplog))

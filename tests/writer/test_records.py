@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 import uuid_utils
 
-from audit_middleware.writer.records import COLUMNS, MAX_ACTION_LENGTH, AuditEvent, clean_str, to_row
+from audit_middleware.writer.records import COLUMNS, AuditEvent, clean_str, to_row, with_user_ref
+
+# From the table contract (/work/shared/user_audit_logs.md): action VARCHAR(100). Stated here, never read from
+# the code under test, so a wrong limit in the code fails these tests.
+ACTION_COLUMN_LENGTH = 100
 
 
 def metadata_of(event: AuditEvent, **limits: int) -> dict[str, Any]:
@@ -87,7 +91,7 @@ def test_non_utc_time_is_converted_to_utc() -> None:
 def test_long_action_is_cut_to_100_and_kept_in_metadata() -> None:
     event = AuditEvent("a" * 150)
     row = to_row(event)
-    assert row[2] == "a" * MAX_ACTION_LENGTH
+    assert row[2] == "a" * ACTION_COLUMN_LENGTH
     assert json.loads(row[3])["_audit"]["action_full"] == "a" * 150
 
 
@@ -278,3 +282,144 @@ def test_small_metadata_is_unchanged_and_has_no_audit_note() -> None:
 def test_clean_str_leaves_clean_text_alone() -> None:
     text = "héllo wörld ✓"
     assert clean_str(text) is text
+
+
+# -- each rule of the table at its boundary ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["a" * 100, "é" * 100, "a" * 99 + "\x00"])
+def test_an_action_that_fills_the_column_is_stored_whole(action: str) -> None:
+    row = to_row(AuditEvent(action))
+    assert row[2] == action.replace("\x00", "\ufffd")
+    assert len(row[2]) == ACTION_COLUMN_LENGTH
+    assert "_audit" not in json.loads(row[3])
+
+
+@pytest.mark.parametrize(("length", "kept"), [(101, 101), (1000, 1000), (1001, 1000), (5000, 1000)])
+def test_an_action_over_the_column_keeps_up_to_1000_characters_in_metadata(length: int, kept: int) -> None:
+    row = to_row(AuditEvent("é" * length))
+    assert row[2] == "é" * ACTION_COLUMN_LENGTH
+    assert json.loads(row[3])["_audit"]["action_full"] == "é" * kept
+
+
+def test_a_long_action_joins_an_existing_audit_note() -> None:
+    metadata = metadata_of(AuditEvent("a" * 101, metadata={"_audit": {"source": "import"}}))
+    assert metadata["_audit"] == {"source": "import", "action_full": "a" * 101}
+
+
+def test_a_nul_in_an_ascii_action_never_reaches_the_column() -> None:
+    assert to_row(AuditEvent("log\x00in", metadata={}))[2] == "log\ufffdin"
+
+
+def test_an_integer_of_3322_bits_is_kept_and_one_bit_more_is_not() -> None:
+    # "integer over about 1,000 digits": 3,322 bits is the largest 1,000-digit power of two's neighbourhood
+    largest = 2**3322 - 1
+    assert metadata_of(AuditEvent("x", metadata={"n": largest, "d": Decimal(1)}))["n"] == largest
+    assert metadata_of(AuditEvent("x", metadata={"n": 2**3322, "d": Decimal(1)}))["n"] == "<integer of 3323 bits>"
+
+
+def test_metadata_of_10000_values_is_written_whole_and_one_more_is_not() -> None:
+    # the key counts as one value, each item of the set as one: 1 + 9,999 = 10,000 values
+    whole = metadata_of(AuditEvent("x", metadata={"v": set(range(9999))}), max_metadata_bytes=10**6)
+    assert len(whole["v"]) == 9999 and "<too many values>" not in whole["v"]
+    over = metadata_of(AuditEvent("x", metadata={"v": set(range(10000))}), max_metadata_bytes=10**6)
+    assert len(over["v"]) == 10000 and "<too many values>" in over["v"]
+    keys = metadata_of(
+        AuditEvent("x", metadata={"m": {f"k{i}": Decimal(i) for i in range(10000)}}), max_metadata_bytes=10**6
+    )
+    assert len(keys["m"]) == 10000 and keys["m"]["<too many values>"] is True
+
+
+def test_a_set_of_mixed_types_is_sorted_by_its_json_text() -> None:
+    assert metadata_of(AuditEvent("x", metadata={"s": {1, "a"}}))["s"] == ["a", 1]
+
+
+def test_non_ascii_text_is_stored_as_text_not_escapes() -> None:
+    text = to_row(AuditEvent("x", metadata={"name": "Zoë", "d": Decimal("1.5")}))[3]
+    assert '"Zoë"' in text and json.loads(text) == {"name": "Zoë", "d": "1.5"}
+
+
+@pytest.mark.parametrize("key", ["ip", "user_agent", "http", "request_id", "user_ref"])
+def test_each_core_key_survives_oversized_metadata(key: str) -> None:
+    metadata = {f"field{i}": "v" * 20 for i in range(4000)} | {key: "core"}
+    stored = metadata_of(AuditEvent("x", metadata=metadata))
+    assert stored[key] == "core"
+    assert stored["_audit"]["metadata_truncated"]["dropped_keys"] == 4000
+
+
+def test_an_existing_audit_note_survives_oversized_metadata() -> None:
+    metadata = {f"field{i}": "v" * 20 for i in range(4000)} | {"_audit": {"source": "import"}}
+    stored = metadata_of(AuditEvent("x", metadata=metadata))
+    assert stored["_audit"]["source"] == "import" and "metadata_truncated" in stored["_audit"]
+
+
+def test_when_even_the_core_keys_are_too_large_only_the_note_is_stored() -> None:
+    metadata = {"ip": "1" * 5000, "body": "b" * 5000}
+    stored = metadata_of(AuditEvent("x", metadata=metadata), max_metadata_bytes=300, max_string_length=1000)
+    size = len(json.dumps(metadata, separators=(",", ":")))
+    assert stored == {"_audit": {"metadata_truncated": {"original_bytes": size, "dropped_keys": 2}}}
+
+
+def test_strings_in_lists_are_shortened_too() -> None:
+    stored = metadata_of(AuditEvent("x", metadata={"a": ["x" * 5000]}), max_metadata_bytes=2000, max_string_length=10)
+    assert stored["a"] == ["x" * 10 + "...[4990 more characters]"]
+
+
+def test_a_string_of_exactly_the_cap_is_not_shortened() -> None:
+    stored = metadata_of(
+        AuditEvent("x", metadata={"a": "x" * 10, "b": "y" * 5000}), max_metadata_bytes=2000, max_string_length=10
+    )
+    assert stored["a"] == "x" * 10
+
+
+@pytest.mark.parametrize("convert", [False, True])
+def test_metadata_of_exactly_the_byte_limit_is_kept_whole(convert: bool) -> None:
+    metadata: dict[str, Any] = {"d": Decimal("1")} if convert else {"d": "1"}
+    padding = "x" * (200 - len('{"d":"1","a":""}'))  # a Decimal is stored as its exact string
+    stored = metadata_of(AuditEvent("x", metadata={**metadata, "a": padding}), max_metadata_bytes=200)
+    assert stored["a"] == padding and "_audit" not in stored
+
+
+def test_the_default_limit_is_64_kib() -> None:
+    fits = {"a": "x" * (64 * 1024 - len('{"a":""}'))}
+    assert metadata_of(AuditEvent("x", metadata=fits)) == fits
+    over = {"a": "x" * (64 * 1024 - len('{"a":""}') + 1)}
+    assert metadata_of(AuditEvent("x", metadata=over))["a"].endswith("more characters]")
+
+
+def test_an_unreadable_event_keeps_its_id_user_action_and_time() -> None:
+    event_id = uuid.uuid4()
+    event = AuditEvent("login", user_id="alice", metadata=_Exploding(), id=event_id)
+    row = to_row(event)
+    assert row[0] == event_id and row[1] is None and row[2] == "login"
+    assert json.loads(row[3]) == {
+        "_audit": {"error": "RuntimeError", "metadata_unreadable": True},
+        "user_ref": "alice",
+    }
+    long = to_row(AuditEvent("a" * 300, metadata=_Exploding()))
+    assert long[2] == "a" * ACTION_COLUMN_LENGTH
+    odd = to_row(AuditEvent(Color.RED, metadata=_Exploding()))  # type: ignore[arg-type]
+    assert odd[2] == "Color.RED"
+
+
+def test_an_unreadable_event_with_an_unprintable_action_still_gives_a_row() -> None:
+    row = to_row(AuditEvent(Unprintable(), metadata=_Exploding()))  # type: ignore[arg-type]
+    assert row[2] == "<unrepresentable action>"
+
+
+def test_an_unprintable_user_id_is_named_by_its_type() -> None:
+    assert metadata_of(AuditEvent("x", user_id=Unprintable()))["user_ref"] == "<unrepresentable Unprintable>"
+
+
+def test_with_user_ref_moves_the_user_into_metadata_and_says_why() -> None:
+    user = uuid.uuid4()
+    row = to_row(AuditEvent("login", user_id=user, metadata={"_audit": {"source": "import"}, "ip": "1.2.3.4"}))
+    moved = with_user_ref(row, "no such user")
+    assert moved[0] == row[0] and moved[1] is None and moved[2] == "login" and moved[4] == row[4]
+    assert json.loads(moved[3]) == {
+        "_audit": {"source": "import", "user_ref_reason": "no such user"},
+        "ip": "1.2.3.4",
+        "user_ref": str(user),
+    }
+    plain = with_user_ref(to_row(AuditEvent("login", user_id=user)), "gone")
+    assert json.loads(plain[3]) == {"_audit": {"user_ref_reason": "gone"}, "user_ref": str(user)}

@@ -86,7 +86,11 @@ def example_app() -> Litestar:
         session_backend_config=ServerSideSessionConfig(),
         exclude=["/login", "/signup", "/schema"],
     )
-    return Litestar(route_handlers=[signup, login, logout, get_user], on_app_init=[session_auth.on_app_init])
+    return Litestar(
+        route_handlers=[signup, login, logout, get_user],
+        on_app_init=[session_auth.on_app_init],
+        logging_config=None,  # its default configures the root logger with a queue thread (test isolation)
+    )
 
 
 @pytest.fixture
