@@ -133,6 +133,7 @@ def test_other_actions_are_not_second_guessed() -> None:
         answered(200, JSON, body={"meta": {"code": 200}, "response": {"tf_required": True, "tf_state": "ready"}}),
         answered(401, JSON, body={"status": 401, "data": {"flows": [{"id": "mfa_authenticate", "is_pending": True}]}}),
         answered(200, JSON, body={"user_id": UID, "access_token": "opaque", "mfa_pending": True}),
+        answered(200, JSON, body={"user_id": UID, "requires_mfa": True}),  # (the bytes pre-check missed this one)
     ],
 )
 def test_a_right_password_with_a_second_factor_pending_is_login_mfa_pending(response: ResponseInfo) -> None:
