@@ -4,30 +4,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.conftest import PgTarget
-from tests.django_helpers import PASSWORD, Trail, form_token, setup_django
+from tests.django_helpers import PASSWORD, Trail, form_token
 
 IP = "10.0.0.11"
-
-
-@pytest.fixture(scope="module")
-def django_app() -> Any:
-    setup_django()
-    from django.core.wsgi import get_wsgi_application
-
-    return get_wsgi_application()
-
-
-@pytest.fixture
-def trail(django_app: Any, pg: PgTarget) -> Iterator[Trail]:
-    trail = Trail(django_app, pg, ip=IP)
-    yield trail
-    trail.rows()
 
 
 def admin_login(trail: Trail, username: str, password: str) -> Any:

@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import PgTarget
-from tests.django_helpers import PASSWORD, Trail, setup_django
+from tests.django_helpers import PASSWORD, Trail
 
 # dj-rest-auth 7.2's password reset still reads allauth's deprecated setting name
 pytestmark = pytest.mark.filterwarnings("ignore:app_settings.AUTHENTICATION_METHOD is deprecated:UserWarning")
 IP = "10.0.0.9"
 NEW = "new " + PASSWORD
-
-
-@pytest.fixture(scope="module")
-def django_app() -> Any:
-    setup_django()
-    from django.core.wsgi import get_wsgi_application
-
-    return get_wsgi_application()
-
-
-@pytest.fixture
-def trail(django_app: Any, pg: PgTarget) -> Iterator[Trail]:
-    trail = Trail(django_app, pg, ip=IP)
-    yield trail
-    trail.rows()
 
 
 def new_user() -> Any:
