@@ -47,7 +47,15 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bodies": ("audit_middleware/redaction/bodies.py", ("tests/redaction/",)),
     "identity": ("audit_middleware/capture/identity.py", ("tests/capture/test_identity.py",)),
     "routing": ("audit_middleware/capture/routing.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
-    "preset": ("audit_middleware/capture/preset.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
+    "preset": (
+        "audit_middleware/capture/preset.py",
+        (
+            "tests/capture/test_preset.py",
+            "tests/capture/test_auth_paths.py",
+            "tests/capture/test_routing.py",
+            _ROUTING_RULES,
+        ),
+    ),
     "records": ("audit_middleware/writer/records.py", ("tests/writer/test_records.py",)),
 }
 

@@ -89,3 +89,24 @@ def test_a_user_route_for_another_method_does_not_hide_a_later_user_route() -> N
     table = compile_routes({"GET /items/{id}": "item_viewed", "DELETE /items/{id}": "item_deleted"})
     match = table.match("DELETE", "/items/7")
     assert match is not None and match.spec is not None and match.spec.action == "item_deleted"
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "template"),
+    [
+        ("POST /users/<string:name>/rename", "/users/alice/rename", "/users/{name}/rename"),  # Flask/Werkzeug
+        ("PUT /prices/<float:amount>", "/prices/19.99", "/prices/{amount}"),  # Flask/Werkzeug
+        ("PUT /prices/{amount:float}", "/prices/20", "/prices/{amount}"),  # Starlette
+    ],
+)
+def test_a_route_with_a_werkzeug_or_starlette_converter_is_recorded(route: str, path: str, template: str) -> None:
+    # a user copies the route from their Flask or Starlette app, converter and all: it must compile and match
+    table = compile_routes({route: "item_changed"})
+    match = table.match(route.split()[0], path)
+    assert match is not None and match.spec is not None
+    assert (match.spec.action, match.template) == ("item_changed", template)
+
+
+def test_a_float_route_does_not_record_a_request_for_a_word() -> None:
+    table = compile_routes({"PUT /prices/<float:amount>": "price_changed"})
+    assert table.match("PUT", "/prices/cheap") is None
