@@ -64,6 +64,9 @@ EQUIVALENT: dict[str, str] = {
     "redactor:_SHORTEST_SCAN:13 -> 12": "a gate: under 13 only text with =, :, eyJ or a space can match",
     "records:_dumps:False -> True #2": "allow_nan: NaN and the infinities are converted to strings before encoding",
     "routing:CACHE_SIZE:4096 -> 4095": "a cache bound: a result is recomputed the same",
+    "preset:PRESET_TABLE:-('POST **/jwt/refresh', 'token_refresh', {}, 'JWT refresh')": (
+        "POST **/refresh then matches: its auth parent jwt corroborates every path this row matches"
+    ),
     "bodies:_QUIET:1 -> 2": _MULTIPART_LOGS_AT_MOST_ERROR,
     "bodies:_QUIET:1 -> 0": _MULTIPART_LOGS_AT_MOST_ERROR,
     "redactor:_KEY_CACHE_SIZE:4096 -> 4097": "a cache bound: a result is recomputed the same",
