@@ -338,10 +338,16 @@ def _answering(status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"
 
 
 @pytest.mark.anyio
-async def test_a_get_logout_that_redirects_is_recorded_through_the_middleware() -> None:
-    # the Flask-Login tutorial: GET /logout clears the session and redirects; the middleware must keep the
-    # response headers of the row to see it
-    assert await _rows_of(_answering(302, [(b"location", b"/")]), "GET", "/logout") == ["logout"]
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (302, [(b"location", b"/")]),  # the Flask-Login tutorial: clear the session, redirect home
+        (200, [(b"set-cookie", b"session=; Max-Age=0; Path=/")]),  # a page that deletes the session cookie
+    ],
+)
+async def test_a_get_logout_is_recorded_through_the_middleware(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    # the middleware must keep the response headers of the row to see the deleted cookie
+    assert await _rows_of(_answering(status, headers), "GET", "/logout") == ["logout"]
 
 
 @pytest.mark.anyio
