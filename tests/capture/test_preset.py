@@ -355,3 +355,31 @@ async def test_a_refresh_whose_response_issues_a_token_is_recorded_through_the_m
     # flask-jwt-extended: the refresh token travels in the Authorization header; only the answer tells
     app = _answering(200, [(b"content-type", b"application/json")], b'{"access_token": "a"}')
     assert await _rows_of(app, "POST", "/api/refresh_token") == ["token_refresh"]
+
+
+@pytest.mark.parametrize(
+    ("response", "action"),
+    [
+        (answered(300, ("location", "/")), "logout"),  # any 3xx sends the user elsewhere: signed out
+        (answered(400, ("set-cookie", "session=; Max-Age=0; Path=/")), None),  # refused, whatever it clears
+        (answered(401, ("location", "/login")), None),
+    ],
+)
+def test_a_get_logout_is_a_logout_only_when_answered_below_400(response: ResponseInfo, action: str | None) -> None:
+    assert action_of(sent("GET", "/logout"), response)[0] == action
+
+
+@pytest.mark.parametrize("field", ["passwd", "pwd", "PWD"])
+def test_a_registration_with_a_short_password_field_name_is_a_signup(field: str) -> None:
+    # apps that name the field passwd or pwd (any case) sign users up at POST /register too
+    assert action_of(sent("POST", "/register", {"email": "a@b.c", field: "p"}))[0] == "signup"
+
+
+def test_a_grant_type_that_is_not_a_string_is_no_oauth_grant() -> None:
+    # creating an API token whose JSON happens to carry a numeric grant_type is no sign-in
+    assert action_of(sent("POST", "/api/token", {"name": "ci", "grant_type": 5}))[0] is None
+
+
+def test_an_oauth_refresh_grant_at_a_refresh_route_is_a_refresh() -> None:
+    # the refresh token travels in the Authorization header; the form only names the grant
+    assert action_of(sent("POST", "/api/refresh", "grant_type=refresh_token&client_id=web"))[0] == "token_refresh"
