@@ -110,3 +110,19 @@ def test_a_route_with_a_werkzeug_or_starlette_converter_is_recorded(route: str, 
 def test_a_float_route_does_not_record_a_request_for_a_word() -> None:
     table = compile_routes({"PUT /prices/<float:amount>": "price_changed"})
     assert table.match("PUT", "/prices/cheap") is None
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "template"),
+    [
+        ("GET /{tenant}/files/{rest:path}", "/acme/files/q3/report.pdf", "/{tenant}/files/{rest}"),
+        ("GET /{org}/{repo}", "/acme/web", "/{org}/{repo}"),
+        ("DELETE /{org}/{repo}/hooks/{hook_id:int}", "/acme/web/hooks/7", "/{org}/{repo}/hooks/{hook_id}"),
+    ],
+)
+def test_a_route_made_mostly_of_parameters_is_recorded(route: str, path: str, template: str) -> None:
+    # routes that start with a parameter (a tenant, an org) are as common as literal ones
+    table = compile_routes({route: "resource_touched"})
+    match = table.match(route.split()[0], path)
+    assert match is not None and match.spec is not None
+    assert (match.spec.action, match.template) == ("resource_touched", template)
