@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from audit_middleware.capture.preset import AUTH_PRESET
-from audit_middleware.capture.routing import compile_routes
+from audit_middleware.capture.routing import RouteSpec, compile_routes
+from audit_middleware.errors import ConfigurationError
 
 PRESET = compile_routes(AUTH_PRESET)
 
@@ -126,3 +127,31 @@ def test_a_route_made_mostly_of_parameters_is_recorded(route: str, path: str, te
     match = table.match(route.split()[0], path)
     assert match is not None and match.spec is not None
     assert (match.spec.action, match.template) == ("resource_touched", template)
+
+
+def test_an_action_of_100_characters_fits_the_action_column_and_101_is_refused_at_start() -> None:
+    # user_audit_logs.action is VARCHAR(100) (docs/table.md): the longest name that fits is accepted
+    longest = "report_" + "x" * 93
+    table = compile_routes({"POST /reports": longest})
+    match = table.match("POST", "/reports")
+    assert match is not None and match.spec is not None and match.spec.action == longest
+    with pytest.raises(ConfigurationError):
+        compile_routes({"POST /reports": longest + "x"})
+
+
+@pytest.mark.parametrize("route", ["GET /items/{id", "GET /items/id}", "GET /items/<id", "GET /items/id>"])
+def test_a_route_with_a_half_written_parameter_is_refused_at_start(route: str) -> None:
+    # a typo would otherwise record the route under a literal that no request ever has
+    with pytest.raises(ConfigurationError):
+        compile_routes({route: "item_viewed"})
+
+
+def test_outcome_takes_a_bool_and_refuses_a_word() -> None:
+    assert RouteSpec(action="export", outcome=True).outcome is True
+    with pytest.raises(ConfigurationError):
+        RouteSpec(action="export", outcome="yes")  # type: ignore[arg-type]
+
+
+def test_a_body_field_list_with_an_empty_name_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        RouteSpec(action="profile_updated", body=("email", ""))
