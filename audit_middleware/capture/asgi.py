@@ -50,6 +50,7 @@ _UNAVAILABLE_HEADERS = [(b"content-type", b"application/json"), (b"retry-after",
 _REDIRECTS = frozenset({301, 302, 307, 308})
 _NOT_ROUTES = ("Mount", "Host")
 _FASTAPI_ROUTE_CONTEXT = "effective_route_context"  # scope["fastapi"][...] on FastAPI >= 0.137
+_NO_ACTIONS: frozenset[str] = frozenset()  # what watching_of answers for a request no glue watched
 
 
 class AuditMiddleware(CoreMiddleware):
@@ -331,8 +332,9 @@ class AuditMiddleware(CoreMiddleware):
                 route_template=template,
                 routed=True if template is not None else _routed(scope),
                 user=user_after or scope.get(USER_KEY) or scope.get("user"),
-                evidence=evidence_of(scope),
-                watching=watching_of(scope),
+                # (only glue-wrapped requests carry these: two calls and a frozenset saved on every other one)
+                evidence=evidence_of(scope) if EVIDENCE_KEY in scope else (),
+                watching=watching_of(scope) if WATCHING_KEY in scope else _NO_ACTIONS,
             )
             context = scope.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)

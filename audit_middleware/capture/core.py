@@ -97,6 +97,16 @@ def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
 
 
+def _lowered(headers: Sequence[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """(lower-case name, value) text pairs; ASGI bytes pairs decoded inline, without two calls per pair."""
+    if headers and type(headers[0][0]) is bytes:
+        try:
+            return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
+        except AttributeError:  # a str or memoryview among the bytes: the general way below
+            pass
+    return [(_text(k).lower(), _text(v)) for k, v in headers]
+
+
 def _identifier_from(body: Any) -> str | None:
     """The attempted identifier among a redacted body's fields (already cleaned and masked)."""
     fields = body.get("fields") if isinstance(body, dict) else None
@@ -447,7 +457,7 @@ class AuditCore:
             and response.status < 400
             and (response.exception is None or response.completed)
         ):
-            return user_from_response([(_text(k).lower(), _text(v)) for k, v in response.headers], response.body)
+            return user_from_response(_lowered(response.headers), response.body)
         return None
 
     def _redacted_user(self, user: Any) -> Any:

@@ -271,7 +271,11 @@ def user_from_response(headers: Sequence[tuple[str, str]], body: bytes | None) -
     truncated JSON body simply yields nothing). Never raises.
     """
     try:
-        content_type = next((v for k, v in headers if k == "content-type"), "")
+        content_type = ""
+        for name, value in headers:  # (a loop, not next() over a generator: this runs on every JSON login)
+            if name == "content-type":
+                content_type = value
+                break
         if body and "json" in content_type:
             found = _from_json(_loads(body))
             if found is not None:

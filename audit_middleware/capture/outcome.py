@@ -173,7 +173,10 @@ def _mfa_pending(data: Any) -> bool:
 
 def mfa_hint(body: bytes) -> bool:
     """Whether a response body may announce a pending second factor (a bytes scan before any JSON parse)."""
-    return bool(body) and (b"_required" in body or b"is_pending" in body or b"mfa_pending" in body)
+    # One scan per key shape (each costs ~0.2 us on a login answer, and this runs on every successful JSON
+    # login): b"_required" covers tf/mfa/two_factor/otp_required, b"_pending" covers is_pending and mfa_pending,
+    # b"requires_" covers requires_mfa. A hint that fires more often only costs the exact check that follows.
+    return bool(body) and (b"_required" in body or b"_pending" in body or b"requires_" in body)
 
 
 def _location_path(response: ResponseInfo) -> str | None:

@@ -52,6 +52,8 @@ from .wsgi_io import (
 
 __all__ = ["AUDITED_KEY", "ROUTE_KEY", "USER_KEY", "AuditWSGIMiddleware"]
 
+_NO_ACTIONS: frozenset[str] = frozenset()  # what watching_of answers for a request no glue watched
+
 
 def _background(writer: Any, core: AuditCore) -> BackgroundWriter:
     """The middleware's BackgroundWriter for the ``writer`` option."""
@@ -319,8 +321,8 @@ class AuditWSGIMiddleware(CoreMiddleware):
                 route_template=template,
                 routed=True if template is not None else (False if WATCHING_KEY in environ else None),
                 user=user_after or environ.get(USER_KEY),
-                evidence=evidence_of(environ),
-                watching=watching_of(environ),
+                evidence=evidence_of(environ) if EVIDENCE_KEY in environ else (),  # (only glue-wrapped requests
+                watching=watching_of(environ) if WATCHING_KEY in environ else _NO_ACTIONS,  # carry them)
             )
             context = environ.get(CONTEXT_KEY)
             event = core.build_event(request, response, match, context if isinstance(context, AuditContext) else None)

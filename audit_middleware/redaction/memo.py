@@ -80,8 +80,10 @@ class RedactionMemo:
     def path(self, path: str, template: str | None, *, secret_params: bool = False) -> str:
         """Same as ``Redactor.path(path, template, secret_params=...)``; cached when the path is its own (static)
         route template."""
-        if template is None or path != template or secret_params:  # concrete values may be secrets: never cached
+        if template is None or path != template:  # concrete values may be secrets: never cached
             return self._redactor.path(path, template, secret_params=secret_params)
+        if secret_params and ("{" in template or template.endswith("/**")):  # only parameters can differ with
+            return self._redactor.path(path, template, secret_params=True)  # it: a static route (/login) is cached
         hit = self._paths.get(path)
         if hit is None:
             hit = self._redactor.path(path, template)

@@ -132,11 +132,27 @@ def test_other_actions_are_not_second_guessed() -> None:
         answered(302, (b"location", b"/tf-validate")),  # Flask-Security
         answered(200, JSON, body={"meta": {"code": 200}, "response": {"tf_required": True, "tf_state": "ready"}}),
         answered(401, JSON, body={"status": 401, "data": {"flows": [{"id": "mfa_authenticate", "is_pending": True}]}}),
+        answered(200, JSON, body={"user_id": UID, "access_token": "opaque", "mfa_pending": True}),
+        answered(200, JSON, body={"user_id": UID, "requires_mfa": True}),  # (the bytes pre-check missed this one)
     ],
 )
 def test_a_right_password_with_a_second_factor_pending_is_login_mfa_pending(response: ResponseInfo) -> None:
     action, user, auth = recorded(sent("/login"), response)
     assert (action, user, auth["outcome"]) == ("login_mfa_pending", None, "mfa_pending")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": UID, "access_token": "opaque", "email_pending": True},  # "_pending", yet no second factor
+        {"user_id": UID, "access_token": "opaque", "flows": [{"id": "verify_email", "is_pending": True}]},
+        {"user_id": UID, "access_token": "opaque", "mfa_required": False},
+    ],
+)
+def test_a_login_whose_answer_only_looks_like_a_second_factor_names_its_user(body: dict[str, Any]) -> None:
+    # the middleware's bytes pre-check may fire on these; the JSON check that follows decides
+    action, user, auth = recorded(sent("/login", form=False), answered(200, JSON, body=body))
+    assert (action, str(user), auth) == ("login", UID, None)
 
 
 def test_a_wrong_password_on_an_mfa_stack_is_still_a_failure() -> None:

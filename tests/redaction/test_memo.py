@@ -59,3 +59,20 @@ def test_path_is_cached_only_for_static_routes() -> None:
     assert memo.path(secret, "/reset/{token}") == redactor.path(secret, "/reset/{token}")
     assert memo.path(secret, None) == redactor.path(secret, None)
     assert list(memo._paths) == ["/login"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/login", "/auth/jwt/login", "/reset/{token}", "/verify/{id}", "/reset/{rest:path}", "/magic/**", "/x/{a}/y"],
+)
+@pytest.mark.parametrize("secret_params", [False, True])
+def test_a_path_that_is_its_own_template_is_the_redactors_cold_and_warm(path: str, secret_params: bool) -> None:
+    # an auth route's static path is served from the cache; a literal "{...}" or "/**" path never is
+    redactor = Redactor()
+    memo = RedactionMemo(redactor)
+    expected = redactor.path(path, path, secret_params=secret_params)
+    assert memo.path(path, path, secret_params=not secret_params) == redactor.path(
+        path, path, secret_params=not secret_params
+    )  # the other flavour first: a shared cache entry would answer the next call wrongly
+    assert memo.path(path, path, secret_params=secret_params) == expected
+    assert memo.path(path, path, secret_params=secret_params) == expected
