@@ -46,6 +46,8 @@ _KEYS_COVERED_BY_STEMS = (
 )  # fmt: skip
 _COVERED_BY_CVV = "the key splitter reads cvv2/cvc2 as cvv/cvc + 2: the word cvv/cvc already denies it"
 
+_MULTIPART_LOGS_AT_MOST_ERROR = "python-multipart logs at most at ERROR (40): levels 50, 51 and 52 all silence it"
+
 # Mutants that cannot change what is stored, by id (see ``Mutant.id``), with the reason.
 EQUIVALENT: dict[str, str] = {
     "detectors:DEFAULT_DENY_WORDS:-'cvv2'": _COVERED_BY_CVV,
@@ -62,6 +64,11 @@ EQUIVALENT: dict[str, str] = {
     "redactor:_SHORTEST_SCAN:13 -> 12": "a gate: under 13 only text with =, :, eyJ or a space can match",
     "records:_dumps:False -> True #2": "allow_nan: NaN and the infinities are converted to strings before encoding",
     "routing:CACHE_SIZE:4096 -> 4095": "a cache bound: a result is recomputed the same",
+    "preset:PRESET_TABLE:-('POST **/jwt/refresh', 'token_refresh', {}, 'JWT refresh')": (
+        "POST **/refresh then matches: its auth parent jwt corroborates every path this row matches"
+    ),
+    "bodies:_QUIET:1 -> 2": _MULTIPART_LOGS_AT_MOST_ERROR,
+    "bodies:_QUIET:1 -> 0": _MULTIPART_LOGS_AT_MOST_ERROR,
     "redactor:_KEY_CACHE_SIZE:4096 -> 4097": "a cache bound: a result is recomputed the same",
     "redactor:_KEY_CACHE_SIZE:4096 -> 4095": "a cache bound: a result is recomputed the same",
     "redactor:_HEADER_CACHE_SIZE:1024 -> 1025": "a cache bound: a result is recomputed the same",

@@ -47,10 +47,19 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bodies": ("audit_middleware/redaction/bodies.py", ("tests/redaction/",)),
     "identity": ("audit_middleware/capture/identity.py", ("tests/capture/test_identity.py",)),
     "routing": ("audit_middleware/capture/routing.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
-    "preset": ("audit_middleware/capture/preset.py", ("tests/capture/test_routing.py", _ROUTING_RULES)),
+    "preset": (
+        "audit_middleware/capture/preset.py",
+        (
+            "tests/capture/test_preset.py",
+            "tests/capture/test_auth_paths.py",
+            "tests/capture/test_routing.py",
+            _ROUTING_RULES,
+        ),
+    ),
     "records": ("audit_middleware/writer/records.py", ("tests/writer/test_records.py",)),
 }
 
+_UNINDEXED = "an index hint: an unindexed route is tried for every path; the first declared match still wins"
 # Function-body mutants (mutmut) that cannot change behaviour: (module:function, a fragment of the change
 # "old => new", the reason). Matched on the changed line, not on mutmut's numbered names, which shift with edits.
 EQUIVALENT_BODIES: tuple[tuple[str, str, str], ...] = (
@@ -75,6 +84,42 @@ EQUIVALENT_BODIES: tuple[tuple[str, str, str], ...] = (
     ("identity:_loads", "orjson.loads(None)", "orjson refuses None with a ValueError: the stdlib parses the body"),
     ("identity:TrustedProxies.__contains__", "not self._networks and not isinstance", "ip_address refuses a non-str"),
     ("identity:_jwt_sub", "(+len(m.group(1)) % 4", "excess base64 padding is ignored"),
+    # routing's index hints (by last literal, by the literal before a last parameter): a route left unindexed
+    # goes to the generic list, tried for every path, and _first still returns the first declared match
+    *(("routing:_compile_path", f"kinds.append({kind})", _UNINDEXED) for kind in ("None", '"XXrestXX"', '"REST"')),
+    *(("routing:_compile_path", f"else {kind}", _UNINDEXED) for kind in ('"XXlitXX")', '"LIT")')),
+    *(
+        ("routing:_compile_path", f"kinds.append({kind}", _UNINDEXED)
+        for kind in ('"XXrestXX" if', '"REST" if', '"rest" if (conv_path) or True')
+    ),
+    ("routing:_compile_path", '"dyn" if (dynamic) or True', _UNINDEXED),
+    *(("routing:_compile_path", f"else {kind} if dynamic", _UNINDEXED) for kind in ('"XXdynXX"', '"DYN"')),
+    ("routing:_compile_path", "=> last = None", _UNINDEXED),
+    ("routing:_compile_path", 'kinds[-1] == "lit") and False', _UNINDEXED),
+    *(("routing:_compile_path", f"kinds[-1] == {kind} else None", _UNINDEXED) for kind in ('"XXlitXX"', '"LIT"')),
+    ("routing:_compile_path", "=> before = None", _UNINDEXED),
+    ("routing:_compile_path", 'kinds[-2] == "lit") and False', _UNINDEXED),
+    ("routing:_compile_path", "if len(segments) > 2 and", _UNINDEXED),
+    ("routing:_compile_path", "if len(segments) >= 3 and", _UNINDEXED),
+    ("routing:_compile_path", 'kinds[-2] == "dyn" and kinds[-2] == "lit"', _UNINDEXED),
+    *(("routing:_compile_path", f"kinds[-1] == {kind} and", _UNINDEXED) for kind in ('"XXdynXX"', '"DYN"')),
+    *(("routing:_compile_path", f"kinds[-2] == {kind} else", _UNINDEXED) for kind in ('"XXlitXX"', '"LIT"')),
+    ("routing:_compile_path", "dynamic = conv_path = True", _UNINDEXED),
+    ("routing:_compile_path", "dynamic = conv_path = None", "None and False are both falsy"),
+    ("routing:_compile_path", "pos = 0 => pos = None", "seg[None:k] is seg[0:k]"),
+    ("routing:compile_routes", "result._add(route, None, before)", _UNINDEXED),
+    ("routing:compile_routes", "result._add(route, last, None)", _UNINDEXED),
+    ("routing:_first", "route.index >= best[0].index", "route indexes are unique: never equal"),
+    ("routing:RouteTable._match", "if self._by_before or cut > 0", "an empty index finds nothing"),
+    ("routing:RouteTable._match", "cut >= 0", 'at cut 0 the segment before is "": no route is indexed under it'),
+    ("routing:RouteTable._match", "cut > 1", 'a normalised path has no "/" at 1 ("//" is collapsed)'),
+    ("routing:RouteTable._match", 'path.rfind("/", None, cut)', "None means 0"),
+    ("routing:RouteTable.match", "cache = self._cache.get(method) => cache = None", "a cache: recomputed the same"),
+    ("routing:RouteTable.match", "self._cache.get(None)", "a cache: recomputed the same"),
+    ("preset:_parent", "len(segments) >= word_from_end + 1", 'segments[0] is the "" before the leading /: no parent'),
+    ("preset:_parent", "len(segments) > word_from_end - 1", 'segments[0] is the "" before the leading /: no parent'),
+    ("preset:_get_logout", "300 <= status <= 400", "a 400 was refused on the line above"),
+    ("preset:_get_logout", "300 <= status < 401", "a 400 was refused on the line above"),
     ("records:_float", "value >= 0", "only reached with an infinity"),
     ("records:_float", "value > 1", "only reached with an infinity"),
     ("records:_refuse", "raise TypeError(", "the message is never read: any TypeError takes the slow path"),

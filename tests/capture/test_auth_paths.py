@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from audit_middleware.capture.core import AuditCore, RequestInfo, ResponseInfo
+from audit_middleware.capture.routing import RouteSpec
 from audit_middleware.redaction.detectors import REDACTED
 
 UUID4 = "5b0c2a4e-8f1d-4c55-9a3e-2f6b7c8d9e01"
@@ -65,3 +66,43 @@ def test_parameters_of_routes_that_are_not_auth_routes_are_kept() -> None:
     core = AuditCore(routes={"GET /orders/{order_id}": "order_viewed"})
     http = stored_http(core, "GET", f"/orders/{UUID4}")
     assert http["path"] == f"/orders/{UUID4}"  # an id, on a route that is not about credentials
+
+
+# A user's own routes for each auth action the docs list (docs/auth-preset.md), with the link token in the path.
+USER_AUTH_ROUTES = [
+    ("POST /magic-link/{t}", "login"),
+    ("POST /sessions/{t}/refuse", "login_failed"),
+    ("POST /magic-link/{t}/start", "login_attempt"),
+    ("POST /login/{t}/password", "login_mfa_pending"),
+    ("POST /login/{t}/second-factor", "mfa_verify"),
+    ("POST /sessions/{t}/end", "logout"),
+    ("POST /invitations/{t}/accept", "signup"),
+    ("POST /account/{t}/password", "password_change"),
+    ("POST /account/{t}/forgot", "password_reset_requested"),
+    ("POST /set-password/{t}", "password_reset"),
+    ("POST /account/{t}/send-verification", "email_verification_requested"),
+    ("GET /confirm-email/{t}", "email_verified"),
+    ("POST /api/sessions/{t}/renew", "token_refresh"),
+]
+
+
+@pytest.mark.parametrize(("route", "action"), USER_AUTH_ROUTES)
+@pytest.mark.parametrize("status", [200, 400])
+def test_every_auth_action_masks_the_token_in_its_path(route: str, action: str, status: int) -> None:
+    # a user maps their own route to one of the preset's actions: it is an auth route, so its link token is
+    # masked whether the request succeeded or failed, and the template still says which route it was
+    method, template = route.split()
+    core = AuditCore(routes={route: action})
+    http = stored_http(core, method, template.replace("{t}", URLSAFE_12), status=status)
+    assert http["path"] == template.replace("{t}", REDACTED)
+    assert http["route"] == template
+
+
+def test_a_route_naming_its_failure_login_failed_masks_it_under_another_suffix() -> None:
+    # a team records "<action>_denied" for failures, but names one route's failure login_failed explicitly
+    core = AuditCore(
+        routes={"POST /magic-link/{t}": RouteSpec(action="magic_link", failed_action="login_failed")},
+        failed_suffix="_denied",
+    )
+    http = stored_http(core, "POST", f"/magic-link/{UUID4}", status=401)
+    assert http["path"] == f"/magic-link/{REDACTED}"

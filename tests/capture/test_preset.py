@@ -263,3 +263,123 @@ async def test_corroboration_reads_the_body_even_when_bodies_are_not_stored() ->
     [event] = sink.events
     assert event.action == "signup" and "body" not in event.metadata
     sink.assert_no_secret("pw-Zq8#kL2!vX")
+
+
+# -- each piece of corroboration, as docs/auth-preset.md states it ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [  # nothing in the body: the auth parent before the generic word is the whole evidence
+        ("/api/auth/refresh", "token_refresh"),
+        ("/oauth/token", "login"),
+        ("/oauth2/token", "login"),
+        ("/o/token/", "login"),  # django-oauth-toolkit, client credentials in the Authorization header
+        ("/api/jwt/refresh-token", "token_refresh"),
+        ("/_allauth/register", "signup"),
+        ("/dj-rest-auth/refresh", "token_refresh"),
+        ("/rest-auth/register/", "signup"),
+        ("/authentication/reset", "password_reset_requested"),
+        ("/sso/token", "login"),
+    ],
+)
+def test_a_generic_word_under_each_auth_parent_is_an_auth_request(path: str, action: str) -> None:
+    assert action_of(sent("POST", path))[0] == action
+
+
+@pytest.mark.parametrize("field", ["email", "username", "login", "identity", "identifier", "user_name", "phone"])
+def test_a_reset_request_naming_the_account_by_any_identifier_field_is_recorded(field: str) -> None:
+    # Flask-Security's POST /reset, or an app's own: who asked is named by one of the documented fields
+    assert action_of(sent("POST", "/reset", {field: "ann"}))[0] == "password_reset_requested"
+
+
+@pytest.mark.parametrize("field", ["refresh", "refresh_token", "refreshToken"])
+def test_a_refresh_token_in_the_body_under_each_field_name_is_a_refresh(field: str) -> None:
+    # SimpleJWT sends "refresh", OAuth2 clients "refresh_token", JavaScript clients "refreshToken"
+    assert action_of(sent("POST", "/api/refresh", {field: "r"}))[0] == "token_refresh"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "action"),
+    [  # the endpoint alone names the action: a refused request with nothing in its body is still the failure
+        ("/api/token/refresh/", {}, 401, "token_refresh_failed"),  # SimpleJWT
+        ("/accounts/password/reset/", "", 400, "password_reset_requested_failed"),  # allauth: empty form
+        ("/accounts/password/change/", "", 400, "password_change_failed"),  # allauth: empty form
+    ],
+)
+def test_a_dedicated_library_endpoint_records_a_refused_empty_request(
+    path: str, body: Any, status: int, action: str
+) -> None:
+    core = AuditCore()
+    event = core.build_event(sent("POST", path, body), answered(status), core.match("POST", path))
+    assert event is not None and event.action == action
+
+
+async def _rows_of(app: Any, method: str, path: str) -> list[str]:
+    from audit_middleware import AuditWriter
+    from audit_middleware.capture.asgi import AuditMiddleware
+    from audit_middleware.testing import MemorySink
+    from tests.asgi_helpers import client
+
+    sink = MemorySink()
+    writer = AuditWriter(sink=sink)
+    async with client(AuditMiddleware(app, writer=writer)) as c:
+        await c.request(method, path)
+    await writer.aclose()
+    return [event.action for event in sink.events]
+
+
+def _answering(status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (302, [(b"location", b"/")]),  # the Flask-Login tutorial: clear the session, redirect home
+        (200, [(b"set-cookie", b"session=; Max-Age=0; Path=/")]),  # a page that deletes the session cookie
+    ],
+)
+async def test_a_get_logout_is_recorded_through_the_middleware(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    # the middleware must keep the response headers of the row to see the deleted cookie
+    assert await _rows_of(_answering(status, headers), "GET", "/logout") == ["logout"]
+
+
+@pytest.mark.anyio
+async def test_a_refresh_whose_response_issues_a_token_is_recorded_through_the_middleware() -> None:
+    # flask-jwt-extended: the refresh token travels in the Authorization header; only the answer tells
+    app = _answering(200, [(b"content-type", b"application/json")], b'{"access_token": "a"}')
+    assert await _rows_of(app, "POST", "/api/refresh_token") == ["token_refresh"]
+
+
+@pytest.mark.parametrize(
+    ("response", "action"),
+    [
+        (answered(300, ("location", "/")), "logout"),  # any 3xx sends the user elsewhere: signed out
+        (answered(400, ("set-cookie", "session=; Max-Age=0; Path=/")), None),  # refused, whatever it clears
+        (answered(401, ("location", "/login")), None),
+    ],
+)
+def test_a_get_logout_is_a_logout_only_when_answered_below_400(response: ResponseInfo, action: str | None) -> None:
+    assert action_of(sent("GET", "/logout"), response)[0] == action
+
+
+@pytest.mark.parametrize("field", ["passwd", "pwd", "PWD"])
+def test_a_registration_with_a_short_password_field_name_is_a_signup(field: str) -> None:
+    # apps that name the field passwd or pwd (any case) sign users up at POST /register too
+    assert action_of(sent("POST", "/register", {"email": "a@b.c", field: "p"}))[0] == "signup"
+
+
+def test_a_grant_type_that_is_not_a_string_is_no_oauth_grant() -> None:
+    # creating an API token whose JSON happens to carry a numeric grant_type is no sign-in
+    assert action_of(sent("POST", "/api/token", {"name": "ci", "grant_type": 5}))[0] is None
+
+
+def test_an_oauth_refresh_grant_at_a_refresh_route_is_a_refresh() -> None:
+    # the refresh token travels in the Authorization header; the form only names the grant
+    assert action_of(sent("POST", "/api/refresh", "grant_type=refresh_token&client_id=web"))[0] == "token_refresh"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from audit_middleware.capture.preset import AUTH_PRESET
-from audit_middleware.capture.routing import compile_routes
+from audit_middleware.capture.routing import RouteSpec, compile_routes
+from audit_middleware.errors import ConfigurationError
 
 PRESET = compile_routes(AUTH_PRESET)
 
@@ -89,3 +90,68 @@ def test_a_user_route_for_another_method_does_not_hide_a_later_user_route() -> N
     table = compile_routes({"GET /items/{id}": "item_viewed", "DELETE /items/{id}": "item_deleted"})
     match = table.match("DELETE", "/items/7")
     assert match is not None and match.spec is not None and match.spec.action == "item_deleted"
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "template"),
+    [
+        ("POST /users/<string:name>/rename", "/users/alice/rename", "/users/{name}/rename"),  # Flask/Werkzeug
+        ("PUT /prices/<float:amount>", "/prices/19.99", "/prices/{amount}"),  # Flask/Werkzeug
+        ("PUT /prices/{amount:float}", "/prices/20", "/prices/{amount}"),  # Starlette
+    ],
+)
+def test_a_route_with_a_werkzeug_or_starlette_converter_is_recorded(route: str, path: str, template: str) -> None:
+    # a user copies the route from their Flask or Starlette app, converter and all: it must compile and match
+    table = compile_routes({route: "item_changed"})
+    match = table.match(route.split()[0], path)
+    assert match is not None and match.spec is not None
+    assert (match.spec.action, match.template) == ("item_changed", template)
+
+
+def test_a_float_route_does_not_record_a_request_for_a_word() -> None:
+    table = compile_routes({"PUT /prices/<float:amount>": "price_changed"})
+    assert table.match("PUT", "/prices/cheap") is None
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "template"),
+    [
+        ("GET /{tenant}/files/{rest:path}", "/acme/files/q3/report.pdf", "/{tenant}/files/{rest}"),
+        ("GET /{org}/{repo}", "/acme/web", "/{org}/{repo}"),
+        ("DELETE /{org}/{repo}/hooks/{hook_id:int}", "/acme/web/hooks/7", "/{org}/{repo}/hooks/{hook_id}"),
+    ],
+)
+def test_a_route_made_mostly_of_parameters_is_recorded(route: str, path: str, template: str) -> None:
+    # routes that start with a parameter (a tenant, an org) are as common as literal ones
+    table = compile_routes({route: "resource_touched"})
+    match = table.match(route.split()[0], path)
+    assert match is not None and match.spec is not None
+    assert (match.spec.action, match.template) == ("resource_touched", template)
+
+
+def test_an_action_of_100_characters_fits_the_action_column_and_101_is_refused_at_start() -> None:
+    # user_audit_logs.action is VARCHAR(100) (docs/table.md): the longest name that fits is accepted
+    longest = "report_" + "x" * 93
+    table = compile_routes({"POST /reports": longest})
+    match = table.match("POST", "/reports")
+    assert match is not None and match.spec is not None and match.spec.action == longest
+    with pytest.raises(ConfigurationError):
+        compile_routes({"POST /reports": longest + "x"})
+
+
+@pytest.mark.parametrize("route", ["GET /items/{id", "GET /items/id}", "GET /items/<id", "GET /items/id>"])
+def test_a_route_with_a_half_written_parameter_is_refused_at_start(route: str) -> None:
+    # a typo would otherwise record the route under a literal that no request ever has
+    with pytest.raises(ConfigurationError):
+        compile_routes({route: "item_viewed"})
+
+
+def test_outcome_takes_a_bool_and_refuses_a_word() -> None:
+    assert RouteSpec(action="export", outcome=True).outcome is True
+    with pytest.raises(ConfigurationError):
+        RouteSpec(action="export", outcome="yes")  # type: ignore[arg-type]
+
+
+def test_a_body_field_list_with_an_empty_name_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        RouteSpec(action="profile_updated", body=("email", ""))

@@ -368,3 +368,22 @@ def test_docstring_examples_hold() -> None:
         result = doctest.testmod(module)
         assert result.failed == 0
         assert result.attempted > 0
+
+
+def _vendor_type(length: int) -> str:
+    """A JSON vendor media type of ``length`` characters, like ``application/vnd.acme.orders...+json``."""
+    head, tail = "application/vnd.acme.", "+json"
+    words = ".".join(["orders"] * length)[: length - len(head) - len(tail)]
+    return head + words + tail
+
+
+def test_a_100_character_content_type_is_stored_whole_and_a_longer_one_cut_to_100(redactor: Redactor) -> None:
+    # the docs promise the media type up to 100 characters: a client's long vendor type is kept whole up to
+    # there, and a longer one cannot make the row grow with it
+    exact, longer = _vendor_type(100), _vendor_type(101)
+    assert (len(exact), len(longer)) == (100, 101)
+    body = b'{"order": 7}'
+    stored = redactor.body(exact + "; charset=utf-8", body, complete=True)
+    assert stored["content_type"] == exact and stored["fields"] == {"order": 7}
+    cut = redactor.body(longer, body, complete=True)
+    assert cut["content_type"] == longer[:100]
