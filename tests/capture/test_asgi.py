@@ -32,18 +32,6 @@ from tests.asgi_helpers import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture
-async def writer(sink: MemorySink) -> Any:
-    writer = AuditWriter(sink=sink)
-    yield writer
-    await writer.aclose()
-
-
 def wrap(app: Any, writer: AuditWriter, **options: Any) -> AuditMiddleware:
     return AuditMiddleware(app, writer=writer, **options)
 

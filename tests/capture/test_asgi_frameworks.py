@@ -20,18 +20,6 @@ from tests.asgi_helpers import PASSWORD, UID, client, make_jwt
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture
-async def writer(sink: MemorySink) -> Any:
-    writer = AuditWriter(sink=sink)
-    yield writer
-    await writer.aclose()
-
-
 async def text(request: Any) -> PlainTextResponse:
     return PlainTextResponse("ok")
 

@@ -31,18 +31,6 @@ UNNORMAL = ["//login", "/api/../login", "/./login"]
 FORM = [(b"content-type", b"application/x-www-form-urlencoded")]
 
 
-@pytest.fixture
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture
-async def writer(sink: MemorySink) -> Any:
-    writer = AuditWriter(sink=sink)
-    yield writer
-    await writer.aclose()
-
-
 async def login(request: Request) -> JSONResponse:
     form = await request.form()
     if form.get("password") != "right":

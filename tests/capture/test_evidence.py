@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,18 +19,6 @@ from tests.wsgi_helpers import Audited
 pytestmark = pytest.mark.anyio
 OTHER = "6a1d3c55-8e0f-4f1e-9a7b-2c4d5e6f7a8b"
 Reaction = Callable[[dict[str, Any]], None]
-
-
-@pytest.fixture
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture
-async def writer(sink: MemorySink) -> AsyncIterator[AuditWriter]:
-    writer = AuditWriter(sink=sink)
-    yield writer
-    await writer.aclose()
 
 
 def view(react: Reaction, *, status: int = 200, route: str | None = None) -> Any:

@@ -7,7 +7,6 @@ itself carries the prefix.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,18 +18,6 @@ from audit_middleware.capture.core import AuditCore
 from audit_middleware.testing import MemorySink
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def sink() -> MemorySink:
-    return MemorySink()
-
-
-@pytest.fixture
-async def writer(sink: MemorySink) -> AsyncIterator[AuditWriter]:
-    writer = AuditWriter(sink=sink)
-    yield writer
-    await writer.aclose()
 
 
 def prefixed_app() -> FastAPI:
